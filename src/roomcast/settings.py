@@ -1,0 +1,219 @@
+"""One Settings object built from flags > ROOMCAST_* environment > TOML file > defaults.
+
+Every name is the contract's (protocol §10): the TOML key, `--flag-with-dashes` and
+`ROOMCAST_NAME`. A bad value raises SettingsError with a one-line message naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(Exception):
+    """A setting is missing or has a value that cannot be used; the message names it."""
+
+
+def _default_node() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told; defaults are the contract's."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    path: str = "/ws"
+    http_port: int = 8001
+    node: str = field(default_factory=_default_node)
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway: float = 0.0
+    default_rooms: tuple[str, ...] = ("user:{sub}",)
+    api_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    max_message_bytes: int = 1_048_576
+    rate_per_second: float = 20.0
+    rate_burst: int = 40
+    max_connections_per_user: int = 5
+    max_connections_per_ip: int = 0
+    max_connections: int = 100_000
+    max_subscriptions: int = 100
+    max_pending: int = 1000
+    heartbeat_interval: float = 25.0
+    heartbeat_timeout: float = 90.0
+    history_size: int = 100
+    history_ttl: float = 300.0
+    presence_ttl: float = 60.0
+    backplane: str = "memory"
+    shutdown_grace: float = 10.0
+    log_format: str = "text"
+    # Beyond the contract's table; documented in docs/configuration.md.
+    handshake_timeout: float = 5.0
+    write_timeout: float = 10.0
+    idempotency_window: float = 300.0
+    idempotency_max_keys: int = 10_000
+    max_binary_frames: int = 10
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The allowed JWT algorithms: configured, or HS256 (RS256 with a public key)."""
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ("RS256",) if self.jwt_public_key else ("HS256",)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+_POSITIVE = {
+    "max_message_bytes", "rate_per_second", "rate_burst", "max_connections_per_user",
+    "max_connections", "max_subscriptions", "max_pending", "heartbeat_interval",
+    "heartbeat_timeout", "handshake_timeout", "write_timeout", "idempotency_window",
+    "idempotency_max_keys", "max_binary_frames",
+}
+_NON_NEGATIVE = {
+    "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
+    "history_ttl", "presence_ttl", "shutdown_grace",
+}
+_KNOWN_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
+
+
+def _validate(s: Settings) -> None:
+    for name in _POSITIVE:
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"{name} must be greater than 0, got {getattr(s, name)!r}")
+    for name in _NON_NEGATIVE:
+        if getattr(s, name) < 0:
+            raise SettingsError(f"{name} must be 0 or more, got {getattr(s, name)!r}")
+    if s.port > 65535 or s.http_port > 65535:
+        raise SettingsError("port and http_port must be at most 65535")
+    if not s.path.startswith("/"):
+        raise SettingsError(f"path must start with '/', got {s.path!r}")
+    if s.log_format not in ("text", "json"):
+        raise SettingsError(f"log_format must be 'text' or 'json', got {s.log_format!r}")
+    if s.backplane != "memory" and not s.backplane.startswith(("redis://", "rediss://")):
+        raise SettingsError(
+            f"backplane must be 'memory' or 'redis://HOST:PORT/DB', got {s.backplane!r}"
+        )
+    for alg in s.jwt_algorithms:
+        if alg not in _KNOWN_ALGORITHMS:
+            raise SettingsError(
+                f"jwt_algorithms: {alg!r} is not one of {', '.join(sorted(_KNOWN_ALGORITHMS))}"
+            )
+    if s.rate_burst < 1:
+        raise SettingsError("rate_burst must be at least 1")
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _field_kind(name: str) -> type:
+    default = Settings.__dataclass_fields__[name].default
+    annotation = str(FIELDS[name].type)
+    if annotation.startswith("tuple"):
+        return tuple
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int) and "float" not in annotation:
+        return int
+    if isinstance(default, float) or "float" in annotation:
+        return float
+    return str
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a raw value (a string from a flag or the environment, or a TOML value) into the
+    setting's type, or raise SettingsError naming the setting."""
+    if name not in FIELDS:
+        raise SettingsError(f"unknown setting {name!r}")
+    kind = _field_kind(name)
+    try:
+        if kind is tuple:
+            if isinstance(value, str):
+                items = [part.strip() for part in value.split(",")]
+                return tuple(item for item in items if item)
+            if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError("expected a list of strings")
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            if isinstance(value, int):
+                return value
+            if isinstance(value, str):
+                return int(value.strip())
+            raise ValueError("expected an integer")
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            if isinstance(value, int | float):
+                return float(value)
+            if isinstance(value, str):
+                return float(value.strip())
+            raise ValueError("expected a number")
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot use {value!r} ({exc})") from None
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings in a TOML file (flat, top-level keys)."""
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config: file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config: {str(path)!r} is not valid TOML ({exc})") from None
+    for key in data:
+        if key not in FIELDS:
+            raise SettingsError(f"config: unknown setting {key!r} in {str(path)!r}")
+    return data
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ROOMCAST_* variables that name a setting, still as strings."""
+    found: dict[str, Any] = {}
+    for name in FIELDS:
+        key = "ROOMCAST_" + name.upper()
+        if key in environ:
+            found[name] = environ[key]
+    return found
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Settings from flags > environment > TOML file > defaults. Flags set to None are unset."""
+    environ = os.environ if environ is None else environ
+    if config is None:
+        config = environ.get("ROOMCAST_CONFIG") or None
+    merged: dict[str, Any] = {}
+    layers: list[Mapping[str, Any]] = [
+        read_toml(config) if config else {},
+        from_environment(environ),
+        {k: v for k, v in (flags or {}).items() if v is not None},
+    ]
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name] = coerce(name, value)
+    return Settings(**merged)
