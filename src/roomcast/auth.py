@@ -1,0 +1,496 @@
+"""JWT verification and room permissions (protocol §2): token in, Principal or AuthError out.
+
+Pure code: the only IO is reading the public-key PEM file once, in Authenticator(). Time
+checks use the `now` the caller passes, so tests can drive a mock clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
+from jwt.types import Options
+
+from roomcast.settings import Settings, SettingsError
+
+__all__ = [
+    "AUTH_ERROR_REASONS",
+    "MAX_INFO_BYTES",
+    "AuthError",
+    "Authenticator",
+    "Principal",
+    "RevocationList",
+    "room_matches",
+]
+
+AUTH_ERROR_REASONS = frozenset(
+    {
+        "missing_token",
+        "malformed",
+        "bad_signature",
+        "algorithm_not_allowed",
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "bad_claims",
+        "bad_issuer",
+        "bad_audience",
+        "revoked",
+    }
+)
+
+MAX_INFO_BYTES = 4096
+"""Largest allowed `info` claim, as compact UTF-8 JSON: it is copied into presence frames."""
+
+_HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+_ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
+_ALG_NAME = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+class AuthError(Exception):
+    """A token was refused. `reason` is a short code for logs and metrics; str(exc) is a
+    human sentence that never contains the token."""
+
+    reason: str
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- room patterns -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    """One glob pattern as a regex for fullmatch. Runs of `*` collapse to one, and every
+    segment between two stars sits in an atomic group that takes its leftmost match: that is
+    enough for a glob (segments have a fixed length) and keeps matching O(len(room) *
+    len(pattern)), so a pattern like `*a*a*a*a*b` cannot make the regex engine backtrack
+    exponentially."""
+
+    def segment(text: str) -> str:
+        return "".join("." if ch == "?" else re.escape(ch) for ch in text)
+
+    parts = re.split(r"\*+", pattern)
+    if len(parts) == 1:
+        regex = segment(pattern)
+    else:
+        first, *middle, last = parts
+        regex = (
+            segment(first)
+            + "".join(f"(?>.*?{segment(part)})" for part in middle)
+            + ".*"
+            + segment(last)
+        )
+    return re.compile(regex, re.DOTALL)
+
+
+def room_matches(patterns: Iterable[str], room: str) -> bool:
+    """Shell-style: `*` matches any run of characters (':' included), `?` exactly one; every
+    other character is literal (NOT fnmatch: '[' is literal). A bare string counts as one
+    pattern, never as a sequence of one-character patterns."""
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    return any(_compile(pattern).fullmatch(room) is not None for pattern in patterns)
+
+
+# --- the verified identity ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for and what it may do."""
+
+    user_id: str
+    rooms: tuple[str, ...]
+    publish: tuple[str, ...]
+    info: dict[str, Any]
+    expires_at: float
+    jti: str | None
+
+    @property
+    def personal_room(self) -> str:
+        """The room every user may always subscribe to: `user:<sub>`."""
+        return f"user:{self.user_id}"
+
+    def can_subscribe(self, room: str) -> bool:
+        """The personal room is always allowed; any other room needs a matching pattern."""
+        return room == self.personal_room or room_matches(self.rooms, room)
+
+    def can_publish(self, room: str) -> bool:
+        """Publishing needs a matching `publish` pattern (there is no implicit one)."""
+        return room_matches(self.publish, room)
+
+
+# --- revocations -------------------------------------------------------------------------
+
+
+class RevocationList:
+    """jti -> the time after which the entry can be forgotten. Bounded: entries expire; an
+    entry without expires_at is kept for `default_keep` seconds (default 86400); at most
+    `max_entries` (default 100_000) — the ones expiring soonest are dropped first when full.
+
+    A jti stays revoked while now <= its forget time. Revoking a jti again only ever extends
+    its forget time, so a later call can never shorten a revocation."""
+
+    def __init__(self, default_keep: float = 86400.0, max_entries: int = 100_000) -> None:
+        if not (math.isfinite(default_keep) and default_keep > 0):
+            raise ValueError(f"default_keep must be a positive number, got {default_keep!r}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries!r}")
+        self.default_keep = default_keep
+        self.max_entries = max_entries
+        self._forget_at: dict[str, float] = {}
+        # (forget_at, jti); entries whose time no longer matches _forget_at are stale.
+        self._heap: list[tuple[float, str]] = []
+
+    def revoke(self, jti: str, now: float, expires_at: float | None = None) -> None:
+        """Revoke `jti` until `expires_at` (normally the token's `exp`), or for default_keep
+        seconds from `now` when the expiry is unknown."""
+        if expires_at is not None and not math.isfinite(expires_at):
+            raise ValueError(f"expires_at must be a finite number, got {expires_at!r}")
+        forget_at = now + self.default_keep if expires_at is None else float(expires_at)
+        old = self._forget_at.get(jti)
+        if old is not None and old >= forget_at:
+            return
+        self._forget_at[jti] = forget_at
+        heapq.heappush(self._heap, (forget_at, jti))
+        while len(self._forget_at) > self.max_entries:
+            self._pop_soonest()
+        if len(self._heap) > 2 * len(self._forget_at) + 64:
+            self._heap = [(t, j) for j, t in self._forget_at.items()]
+            heapq.heapify(self._heap)
+
+    def is_revoked(self, jti: str, now: float) -> bool:
+        """Whether `jti` is revoked at time `now`."""
+        forget_at = self._forget_at.get(jti)
+        return forget_at is not None and now <= forget_at
+
+    def prune(self, now: float) -> int:
+        """Drop the entries whose forget time has passed; return how many were dropped."""
+        dropped = 0
+        while self._heap and self._heap[0][0] < now:
+            forget_at, jti = heapq.heappop(self._heap)
+            if self._forget_at.get(jti) == forget_at:
+                del self._forget_at[jti]
+                dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._forget_at)
+
+    def __contains__(self, jti: object) -> bool:
+        return jti in self._forget_at
+
+    def _pop_soonest(self) -> None:
+        while self._heap:
+            forget_at, jti = heapq.heappop(self._heap)
+            if self._forget_at.get(jti) == forget_at:
+                del self._forget_at[jti]
+                return
+
+
+# --- verification ------------------------------------------------------------------------
+
+_PublicKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
+
+
+def _load_public_key(path: str) -> tuple[_PublicKey, frozenset[str]]:
+    """The PEM public key at `path` and the algorithms it can verify."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(
+            f"jwt_public_key: cannot read {path!r} ({exc.strerror or exc})"
+        ) from None
+    try:
+        key = load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        hint = " (it holds a private key; give the public one)" if b"PRIVATE KEY" in data else ""
+        raise SettingsError(
+            f"jwt_public_key: {path!r} is not a PEM public key{hint}"
+        ) from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, frozenset({"RS256"})
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return key, frozenset({"ES256"})
+        raise SettingsError(
+            f"jwt_public_key: {path!r} is an EC key on curve {key.curve.name}; "
+            "ES256 needs P-256 (secp256r1)"
+        )
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return key, frozenset({"EdDSA"})
+    raise SettingsError(
+        f"jwt_public_key: {path!r} holds a {type(key).__name__}, "
+        "which none of RS256, ES256, EdDSA can use"
+    )
+
+
+def _is_text(value: object) -> bool:
+    """A str that can be written as UTF-8 (JSON escapes can smuggle in lone surrogates,
+    which would later make encoding a frame fail)."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _string_list(payload: dict[str, Any], claim: str) -> tuple[str, ...] | None:
+    """The claim as a tuple of strings, None when absent; AuthError when of another type."""
+    if claim not in payload:
+        return None
+    value = payload[claim]
+    if not isinstance(value, list) or not all(_is_text(item) for item in value):
+        raise AuthError("bad_claims", f"the token's {claim!r} claim must be a list of strings")
+    return tuple(value)
+
+
+def _time_claim(payload: dict[str, Any], claim: str) -> float | None:
+    """The claim as finite unix seconds, None when absent; AuthError when not a number."""
+    if claim not in payload:
+        return None
+    value = payload[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError("bad_claims", f"the token's {claim!r} claim must be a number")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise AuthError("bad_claims", f"the token's {claim!r} claim must be a finite number")
+    return seconds
+
+
+def _info_claim(payload: dict[str, Any]) -> dict[str, Any]:
+    """The `info` claim: a JSON object of at most MAX_INFO_BYTES, {} when absent."""
+    if "info" not in payload:
+        return {}
+    info = payload["info"]
+    if not isinstance(info, dict):
+        raise AuthError("bad_claims", "the token's 'info' claim must be a JSON object")
+    try:
+        encoded = json.dumps(
+            info, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
+    except (ValueError, RecursionError):  # NaN/Infinity, lone surrogates, absurd nesting
+        raise AuthError("bad_claims", "the token's 'info' claim is not valid JSON") from None
+    if len(encoded) > MAX_INFO_BYTES:
+        raise AuthError(
+            "bad_claims",
+            f"the token's 'info' claim is {len(encoded)} bytes; at most {MAX_INFO_BYTES} "
+            "are allowed",
+        )
+    return info
+
+
+def _has_wildcard(text: str) -> bool:
+    return "*" in text or "?" in text
+
+
+class Authenticator:
+    """Verifies client JWTs against the server's keys and settings (protocol §2)."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Reads jwt_secret / jwt_public_key (a PEM path, read here), the algorithm
+        allow-list, jwt_issuer, jwt_audience, jwt_leeway and default_rooms. Raises
+        SettingsError when no key is configured, the key file is unusable, or an allowed
+        algorithm has no key it can be verified with."""
+        secret = settings.jwt_secret or None
+        key_path = settings.jwt_public_key or None
+        if secret is None and key_path is None:
+            raise SettingsError(
+                "jwt_secret or jwt_public_key is required to verify tokens "
+                "(or start with --dev for a made-up development secret)"
+            )
+        if secret is not None:
+            try:
+                HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+            except jwt.InvalidKeyError as exc:
+                raise SettingsError(
+                    f"jwt_secret: cannot be used as an HMAC secret ({exc})"
+                ) from None
+
+        public_key: _PublicKey | None = None
+        key_algorithms: frozenset[str] = frozenset()
+        if key_path is not None:
+            public_key, key_algorithms = _load_public_key(key_path)
+
+        # alg -> the one key that alg may be checked with. HS* only ever get the secret and
+        # asymmetric algorithms only the public key, which rules out algorithm confusion.
+        self._keys: dict[str, str | _PublicKey] = {}
+        for alg in settings.algorithms:
+            if alg in _HMAC_ALGORITHMS:
+                if secret is None:
+                    raise SettingsError(
+                        f"jwt_algorithms: {alg} needs jwt_secret, which is not set"
+                    )
+                self._keys[alg] = secret
+            elif alg in _ASYMMETRIC_ALGORITHMS:
+                if public_key is None:
+                    raise SettingsError(
+                        f"jwt_algorithms: {alg} needs jwt_public_key, which is not set"
+                    )
+                if alg not in key_algorithms:
+                    raise SettingsError(
+                        f"jwt_algorithms: {alg} cannot be verified with the key in "
+                        f"jwt_public_key (it suits {', '.join(sorted(key_algorithms))})"
+                    )
+                self._keys[alg] = public_key
+            else:
+                raise SettingsError(f"jwt_algorithms: {alg!r} is not supported")
+
+        self.algorithms: tuple[str, ...] = tuple(self._keys)
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = float(settings.jwt_leeway)
+        if not (math.isfinite(self._leeway) and self._leeway >= 0):
+            # NaN would make every time comparison false, so no token would ever expire.
+            raise SettingsError(
+                f"jwt_leeway must be a finite number of seconds, got {self._leeway}"
+            )
+        self._default_rooms = tuple(settings.default_rooms)
+        self._options: Options = {
+            "verify_signature": True,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_iss": self._issuer is not None,
+            "verify_aud": self._audience is not None,
+            "verify_sub": False,
+            "verify_jti": False,
+            "require": [],
+        }
+        self._jwt = jwt.PyJWT()
+        self._jws = jwt.PyJWS()
+
+    def verify(
+        self, token: str | None, now: float, revoked: RevocationList | None = None
+    ) -> Principal:
+        """The Principal a token speaks for, or AuthError saying why it is refused."""
+        if not token:
+            raise AuthError("missing_token", "no token was given")
+        if not token.isascii():
+            raise AuthError("malformed", "the token is not a JWT (non-ASCII characters)")
+        alg = self._header_algorithm(token)
+        payload = self._decode(token, alg)
+        return self._principal(payload, now, revoked)
+
+    def _header_algorithm(self, token: str) -> str:
+        """The header's `alg`, after checking it against the allow-list ourselves."""
+        try:
+            header = self._jws.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+            raise AuthError("malformed", "the token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise AuthError("malformed", "the token's header names no algorithm")
+        if alg not in self._keys:
+            # Echo the name only when it looks like one: the header is token text.
+            shown = repr(alg) if _ALG_NAME.fullmatch(alg) else "(unrecognised)"
+            raise AuthError("algorithm_not_allowed", f"algorithm {shown} is not allowed")
+        return alg
+
+    def _decode(self, token: str, alg: str) -> dict[str, Any]:
+        """Signature, iss and aud checked by pyjwt, with only `alg` and its own key."""
+        try:
+            payload: dict[str, Any] = self._jwt.decode(
+                token,
+                self._keys[alg],
+                algorithms=[alg],
+                options=self._options,
+                issuer=self._issuer,
+                audience=self._audience,
+            )
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad_signature", "the token's signature is not valid") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError(
+                "algorithm_not_allowed", "the token's algorithm is not allowed"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("bad_issuer", "the token has the wrong issuer") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("bad_audience", "the token is not meant for this server") from None
+        except jwt.MissingRequiredClaimError as exc:
+            if exc.claim == "iss":
+                raise AuthError("bad_issuer", "the token names no issuer") from None
+            if exc.claim == "aud":
+                raise AuthError("bad_audience", "the token names no audience") from None
+            raise AuthError("bad_claims", f"the token lacks the {exc.claim!r} claim") from None
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+            raise AuthError("malformed", "the token is not a well-formed JWT") from None
+        return payload
+
+    def _principal(
+        self, payload: dict[str, Any], now: float, revoked: RevocationList | None
+    ) -> Principal:
+        """Claim types, time checks against `now`, revocation; then the Principal."""
+        exp = _time_claim(payload, "exp")
+        if exp is None:
+            raise AuthError("bad_claims", "the token has no 'exp' claim")
+        nbf = _time_claim(payload, "nbf")
+        iat = _time_claim(payload, "iat")
+        leeway = self._leeway
+        if now > exp + leeway:
+            raise AuthError("expired", "the token has expired")
+        if nbf is not None and now < nbf - leeway:
+            raise AuthError("not_yet_valid", "the token is not valid yet (nbf)")
+        if iat is not None and iat > now + leeway:
+            raise AuthError("issued_in_future", "the token was issued in the future (iat)")
+
+        sub = payload.get("sub")
+        if not _is_text(sub) or not sub:
+            raise AuthError("bad_claims", "the token's 'sub' claim must be a non-empty string")
+        assert isinstance(sub, str)
+        rooms = _string_list(payload, "rooms")
+        publish = _string_list(payload, "publish")
+        info = _info_claim(payload)
+        jti = payload.get("jti")
+        if "jti" in payload and not _is_text(jti):
+            raise AuthError("bad_claims", "the token's 'jti' claim must be a string")
+        assert jti is None or isinstance(jti, str)
+        if jti is not None and revoked is not None and revoked.is_revoked(jti, now):
+            raise AuthError("revoked", "the token has been revoked")
+
+        if rooms is None:
+            rooms = self._default_rooms_for(sub)
+        return Principal(
+            user_id=sub,
+            rooms=rooms,
+            publish=publish or (),
+            info=info,
+            expires_at=exp,
+            jti=jti,
+        )
+
+    def _default_rooms_for(self, user_id: str) -> tuple[str, ...]:
+        """default_rooms with "{sub}" replaced. A user id holding `*` or `?` would turn a
+        pattern like `user:{sub}` into a wildcard over other users' rooms, so patterns that
+        mention {sub} are left out for such an id (the personal room stays allowed)."""
+        unsafe = _has_wildcard(user_id)
+        return tuple(
+            pattern.replace("{sub}", user_id)
+            for pattern in self._default_rooms
+            if not (unsafe and "{sub}" in pattern)
+        )

@@ -1,0 +1,119 @@
+"""What the Router needs from a backplane, and what a backplane calls back.
+
+The Router publishes, reads history and presence, and sends cluster-wide control
+events through it; the backplane hands every room message (from this node or another)
+back to the Router's `Sink`, so one node and many nodes run the same path.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from roomcast.protocol import MessageTemplate
+
+
+class BackplaneUnavailable(Exception):
+    """The backplane cannot be reached; the operation did not happen. Retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    offset: int
+    epoch: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPosition:
+    """A room's last offset and epoch, and (when asked with `since`) what to resend."""
+
+    offset: int
+    epoch: str
+    recovered: bool = False
+    messages: list[tuple[int, bytes]] = field(default_factory=list)
+    missed: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    offset: int
+    epoch: str
+    messages: list[bytes]
+
+
+class Sink(Protocol):
+    """The Router's side: called by the backplane for everything that reaches this node."""
+
+    def deliver(self, room: str, offset: int, payload: bytes, event: str | None) -> None:
+        """A message published in `room` (on any node)."""
+
+    def presence_changed(
+        self, room: str, user_id: str, info: dict[str, Any] | None, joined: bool
+    ) -> None:
+        """A user's first connection entered `room`, or its last one left (cluster-wide)."""
+
+    def control(self, kind: str, payload: dict[str, Any]) -> None:
+        """A cluster-wide instruction: `disconnect` or `revoke`."""
+
+
+class Backplane(abc.ABC):
+    """Offsets, history, idempotency, presence and control, for one node or many."""
+
+    name: str = "backplane"
+
+    @abc.abstractmethod
+    async def run(
+        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, call task_status.started(), then carry messages to `sink` until cancelled."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Whether the backplane is reachable now (drives /readyz)."""
+
+    @abc.abstractmethod
+    async def publish(
+        self, room: str, template: MessageTemplate, event: str | None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
+        """Assign the room's next offset, keep the message in history and deliver it to
+        every node's sink. A repeated idempotency_key gets the first offset, duplicate=True."""
+
+    @abc.abstractmethod
+    async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
+        """The room's offset and epoch; with since=(offset, epoch), the recovery too."""
+
+    @abc.abstractmethod
+    async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
+        """Held messages after `since` (the first `limit`), or the newest `limit`."""
+
+    async def watch(self, room: str) -> None:  # noqa: B027 - optional hook
+        """This node has its first local subscriber in `room`."""
+
+    async def unwatch(self, room: str) -> None:  # noqa: B027 - optional hook
+        """This node's last local subscriber left `room`."""
+
+    @abc.abstractmethod
+    async def presence_update(
+        self, room: str, user_id: str, info: dict[str, Any], connections: int
+    ) -> None:
+        """This node now holds `connections` of the user's connections in `room` (0: none).
+        The backplane calls sink.presence_changed when the cluster-wide count leaves or
+        reaches zero."""
+
+    @abc.abstractmethod
+    async def presence(self, room: str) -> list[dict[str, Any]]:
+        """[{"user_id", "connections", "info"}] across every node."""
+
+    @abc.abstractmethod
+    async def send_control(self, kind: str, payload: dict[str, Any]) -> None:
+        """Deliver a control event to every node's sink, this one included."""
+
+    async def stats(self) -> dict[str, Any]:
+        """Cluster-wide counts where cheap; empty when this node is alone."""
+        return {}

@@ -1,0 +1,103 @@
+"""The default backplane: one process, everything in memory, nothing awaited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from roomcast.backplane.base import Backplane, HistoryPage, PublishResult, RoomPosition, Sink
+from roomcast.history import HistoryStore
+from roomcast.protocol import MessageTemplate
+from roomcast.settings import Settings
+
+
+class MemoryBackplane(Backplane):
+    """History, idempotency keys and presence in this process; a restart starts new epochs."""
+
+    name = "memory"
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = HistoryStore(
+            settings.history_size,
+            settings.history_ttl,
+            idempotency_window=settings.idempotency_window,
+            idempotency_max_keys=settings.idempotency_max_keys,
+        )
+        self._presence: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
+        self._sink: Sink | None = None
+        self._prune_period = max(1.0, min(settings.history_ttl or 60.0, 60.0) / 2)
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def run(
+        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._sink = sink
+        task_status.started()
+        while True:
+            await trio.sleep(self._prune_period)
+            self.store.prune(trio.current_time())
+
+    def _require_sink(self) -> Sink:
+        if self._sink is None:
+            raise RuntimeError("the backplane is not running: start Backplane.run first")
+        return self._sink
+
+    async def publish(
+        self, room: str, template: MessageTemplate, event: str | None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
+        sink = self._require_sink()
+        outcome = self.store.publish(room, trio.current_time(), template.build, idempotency_key)
+        if outcome.entry is not None:
+            sink.deliver(room, outcome.offset, outcome.entry.payload, event)
+        return PublishResult(outcome.offset, outcome.epoch, outcome.duplicate)
+
+    async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
+        now = trio.current_time()
+        log = self.store.room(room, now)
+        if since is None:
+            return RoomPosition(log.offset, log.epoch)
+        recovery = log.since(since[0], since[1], now)
+        return RoomPosition(
+            log.offset,
+            log.epoch,
+            recovery.recovered,
+            [(e.offset, e.payload) for e in recovery.messages],
+            recovery.missed,
+        )
+
+    async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
+        now = trio.current_time()
+        log = self.store.room(room, now)
+        entries = log.history(since, limit, now)
+        return HistoryPage(log.offset, log.epoch, [e.payload for e in entries])
+
+    async def presence_update(
+        self, room: str, user_id: str, info: dict[str, Any], connections: int
+    ) -> None:
+        sink = self._require_sink()
+        users = self._presence.setdefault(room, {})
+        had = user_id in users
+        if connections > 0:
+            users[user_id] = (connections, info)
+            if not had:
+                sink.presence_changed(room, user_id, info, True)
+            return
+        users.pop(user_id, None)
+        if not users:
+            del self._presence[room]
+        if had:
+            sink.presence_changed(room, user_id, None, False)
+
+    async def presence(self, room: str) -> list[dict[str, Any]]:
+        return [
+            {"user_id": user, "connections": count, "info": info}
+            for user, (count, info) in self._presence.get(room, {}).items()
+        ]
+
+    async def send_control(self, kind: str, payload: dict[str, Any]) -> None:
+        self._require_sink().control(kind, payload)

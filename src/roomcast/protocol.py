@@ -1,0 +1,266 @@
+"""The wire protocol, sans IO: command types, validation, frame encoding, codes.
+
+Commands are msgspec Structs tagged on `type`; `parse` turns one text frame into a
+command or a `ProtocolError` that already knows the reply to send. Server frames are
+encoded here, and `text_frame` wraps a payload in an unmasked WebSocket frame header.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from datetime import UTC, datetime
+from collections.abc import Container
+from typing import Annotated, Any, Final
+
+import msgspec
+
+# ---------------------------------------------------------------- close codes (§7)
+NORMAL: Final = 1000
+GOING_AWAY: Final = 1001
+TOO_BIG: Final = 1009
+TRY_AGAIN_LATER: Final = 1013
+PROTOCOL_VIOLATION: Final = 4400
+UNAUTHORIZED: Final = 4401
+FORBIDDEN_CLOSE: Final = 4403
+HEARTBEAT_TIMEOUT: Final = 4408
+TOO_SLOW: Final = 4409
+TOO_MANY: Final = 4429
+INTERNAL_CLOSE: Final = 4500
+
+CLOSE_CODES: Final = {
+    NORMAL: "normal closure",
+    GOING_AWAY: "server shutting down",
+    TOO_BIG: "frame too big",
+    TRY_AGAIN_LATER: "server at capacity",
+    PROTOCOL_VIOLATION: "protocol violation",
+    UNAUTHORIZED: "unauthorized",
+    FORBIDDEN_CLOSE: "forbidden",
+    HEARTBEAT_TIMEOUT: "heartbeat timeout",
+    TOO_SLOW: "too slow: outgoing queue overflowed",
+    TOO_MANY: "too many connections or commands",
+    INTERNAL_CLOSE: "internal error",
+}
+
+# ---------------------------------------------------------------- error codes (§5)
+BAD_JSON: Final = "bad_json"
+BAD_REQUEST: Final = "bad_request"
+UNKNOWN_TYPE: Final = "unknown_type"
+BAD_ROOM: Final = "bad_room"
+FORBIDDEN: Final = "forbidden"
+NOT_SUBSCRIBED: Final = "not_subscribed"
+RATE_LIMITED: Final = "rate_limited"
+TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+INTERNAL: Final = "internal"
+UNAVAILABLE: Final = "unavailable"  # beyond the contract: the backplane is unreachable
+
+ROOM_RE: Final = re.compile(r"[A-Za-z0-9_\-:.@/]{1,200}")
+MAX_ID_CHARS: Final = 64
+
+CommandId = int | str | None
+
+
+def valid_room(room: str) -> bool:
+    """A room name is 1 to 200 characters from `A-Z a-z 0-9 _ - : . @ /`."""
+    return ROOM_RE.fullmatch(room) is not None
+
+
+# ---------------------------------------------------------------- commands (§4)
+class Command(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
+    """Base of every client command: all may carry an `id` echoed in the reply."""
+
+    id: CommandId = None
+
+
+class SincePosition(msgspec.Struct, frozen=True):
+    """Where a client left a room's stream."""
+
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: str
+
+
+class Subscribe(Command, tag="subscribe", frozen=True):
+    rooms: Annotated[list[str], msgspec.Meta(min_length=1, max_length=100)]
+    events: list[str] | None = None
+    where: dict[str, Any] | None = None
+    since: dict[str, SincePosition] | None = None
+    presence: bool = False
+
+
+class Unsubscribe(Command, tag="unsubscribe", frozen=True):
+    rooms: Annotated[list[str], msgspec.Meta(min_length=1, max_length=100)]
+
+
+class Publish(Command, tag="publish", frozen=True):
+    room: str
+    event: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"null")
+    idempotency_key: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class History(Command, tag="history", frozen=True):
+    room: str
+    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class Presence(Command, tag="presence", frozen=True):
+    room: str
+
+
+class Refresh(Command, tag="refresh", frozen=True):
+    token: str
+
+
+class Ping(Command, tag="ping", frozen=True):
+    pass
+
+
+ClientCommand = Subscribe | Unsubscribe | Publish | History | Presence | Refresh | Ping
+KNOWN_TYPES: Final = frozenset(
+    {"subscribe", "unsubscribe", "publish", "history", "presence", "refresh", "ping"}
+)
+
+
+class CustomCommand(msgspec.Struct, frozen=True):
+    """A command type registered by an embedding app: its payload as a plain dict."""
+
+    type: str
+    id: CommandId
+    payload: dict[str, Any]
+
+
+class _Envelope(msgspec.Struct):
+    type: Any = None
+    id: Any = None
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be executed: `code` and the `id` to echo in the error reply."""
+
+    def __init__(self, code: str, message: str, id: CommandId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+    def frame(self) -> bytes:
+        return error_frame(self.code, self.message, self.id)
+
+
+_command_decoder = msgspec.json.Decoder(ClientCommand)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def _clean_id(raw: Any) -> CommandId:
+    """The id to echo, or ProtocolError when it is not a short string or integer."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ProtocolError(BAD_REQUEST, "id must be a string or an integer")
+    if len(_encoder.encode(raw)) > MAX_ID_CHARS:
+        raise ProtocolError(BAD_REQUEST, f"id must be at most {MAX_ID_CHARS} characters as JSON")
+    return raw
+
+
+def parse(
+    text: str | bytes, custom_types: Container[str] = frozenset()
+) -> ClientCommand | CustomCommand:
+    """One text frame to a command; raises ProtocolError with the reply to send."""
+    try:
+        command = _command_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        failure = exc
+    else:
+        _clean_id(command.id)
+        return command
+    # The slow path: find out what was wrong, and the id to echo.
+    try:
+        envelope = _envelope_decoder.decode(text)
+    except msgspec.ValidationError:
+        raise ProtocolError(BAD_REQUEST, "a command must be a JSON object") from None
+    except msgspec.DecodeError:
+        raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
+    try:
+        command_id = _clean_id(envelope.id)
+    except ProtocolError:
+        raise
+    kind = envelope.type
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_REQUEST, "a command needs a string `type`", command_id)
+    if kind in custom_types:
+        payload = _any_decoder.decode(text)
+        return CustomCommand(type=kind, id=command_id, payload=payload)
+    if kind not in KNOWN_TYPES:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown command type {kind[:64]!r}", command_id)
+    raise ProtocolError(BAD_REQUEST, str(failure), command_id)
+
+
+# ---------------------------------------------------------------- server frames (§5)
+def iso_time(ts: float) -> str:
+    """Unix seconds to ISO 8601 UTC with milliseconds and a `Z`."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """A server frame (a dict) as JSON bytes."""
+    return _encoder.encode(frame)
+
+
+def error_frame(code: str, message: str, id: CommandId = None) -> bytes:
+    return _encoder.encode({"type": "error", "id": id, "code": code, "message": message})
+
+
+class MessageTemplate(msgspec.Struct, frozen=True):
+    """A message frame split around its offset, so whoever assigns the offset (this
+    process or a Lua script in Redis) builds the payload with one concatenation."""
+
+    head: bytes
+    tail: bytes
+
+    def build(self, offset: int) -> bytes:
+        return b"%b%d%b" % (self.head, offset, self.tail)
+
+
+def message_template(
+    room: str, data: bytes, event: str | None, sender: str | None, ts: float
+) -> MessageTemplate:
+    """The parts of `{"type":"message","room":…,"offset":N,"event":…,"data":…,"sender":…,"ts":…}`."""
+    head = b'{"type":"message","room":%b,"offset":' % _encoder.encode(room)
+    tail = b',"event":%b,"data":%b,"sender":%b,"ts":"%b"}' % (
+        _encoder.encode(event),
+        data,
+        _encoder.encode(sender),
+        iso_time(ts).encode(),
+    )
+    return MessageTemplate(head, tail)
+
+
+class MessageView(msgspec.Struct):
+    """What filters read from a message payload; decoded only when a filter needs it."""
+
+    data: Any = None
+
+
+_view_decoder = msgspec.json.Decoder(MessageView)
+
+
+def message_data(payload: bytes) -> Any:
+    """The `data` of an encoded message frame."""
+    return _view_decoder.decode(payload).data
+
+
+# ---------------------------------------------------------------- WebSocket framing
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked final text frame (what a server sends), byte-identical to wsproto's."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+PING_FRAME: Final = b"\x89\x00"
