@@ -51,8 +51,16 @@ class PublishOutcome:
 class RoomLog:
     """One room's stream: epoch, last offset, bounded ring of recent entries, idempotency keys."""
 
-    __slots__ = ("_keys", "_last_append", "_max_keys", "_ring", "_ttl", "_window", "epoch",
-                 "offset")
+    __slots__ = (
+        "_keys",
+        "_last_append",
+        "_max_keys",
+        "_ring",
+        "_ttl",
+        "_window",
+        "epoch",
+        "offset",
+    )
 
     def __init__(
         self,

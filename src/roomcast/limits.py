@@ -9,7 +9,7 @@ from collections import deque
 
 
 class TokenBucket:
-    """Per-connection command rate: `rate` tokens per second, at most `burst` stored; starts full."""
+    """Per-connection command rate: `rate` tokens a second, at most `burst` stored; starts full."""
 
     __slots__ = ("_burst", "_last", "_rate", "_tokens")
 

@@ -122,7 +122,7 @@ class RoomLogMachine(RuleBasedStateMachine):
     def live_key(self, key: str) -> tuple[int, float] | None:
         """The (offset, time) a key still answers with: its last use that was not a duplicate,
         if it is among the newest `max_keys` such uses and younger than the window."""
-        recent = self.key_uses[-self.max_keys:]
+        recent = self.key_uses[-self.max_keys :]
         for used, offset, t in reversed(recent):
             if used == key:
                 return (offset, t) if self.now - t < self.window else None

@@ -73,7 +73,7 @@ def outcome(token: str) -> Principal | AuthError:
         return AUTH.verify(token, NOW)
     except AuthError as exc:
         assert exc.reason in AUTH_ERROR_REASONS
-        assert token not in str(exc)
+        assert len(token) < 8 or token not in str(exc)
         return exc
 
 
@@ -179,7 +179,7 @@ def test_swapping_alg_without_resigning_is_refused(
     assume(token != TOKEN)
     result = outcome(token)
     assert isinstance(result, AuthError)
-    if alg in ("none", "None", "NONE", "HS512", "RS256"):
+    if alg in ("none", "None", "NONE", "HS512", "RS256") and "crit" not in extra:
         assert result.reason == "algorithm_not_allowed"
 
 
@@ -225,14 +225,28 @@ def test_a_claim_of_the_wrong_type_is_bad_claims(data: Any, claim: str) -> None:
     assert result.reason == "bad_claims"
 
 
+NAMED_WRONG_VALUES = {
+    "sub": [1, 12.5, ["alice"], None, "", {"id": "alice"}, True, False],
+    "exp": ["1800003600", None, True, False, [NOW + 60], {"t": NOW + 60}, "soon"],
+    "rooms": ["project:*", None, {"project:*": True}, [1], ["a", None], [["a"]]],
+}
+
+
 @FUZZ
 @given(
-    claim=st.sampled_from(["sub", "exp"]),
-    value=st.sampled_from([1, 12.5, ["alice"], None, "", {"a": 1}, "1800003600", True]),
+    claim_and_value=st.sampled_from(
+        [(claim, value) for claim, values in NAMED_WRONG_VALUES.items() for value in values]
+    ),
+    drop=st.booleans(),
 )
-def test_required_claims_with_named_wrong_values_are_bad_claims(claim: str, value: Any) -> None:
-    assume(not (claim == "exp" and isinstance(value, int | float) and not isinstance(value, bool)))
-    result = outcome(signed({**CLAIMS, claim: value}))
+def test_sub_exp_and_rooms_with_named_wrong_values_are_bad_claims(
+    claim_and_value: tuple[str, Any], drop: bool
+) -> None:
+    claim, value = claim_and_value
+    payload = {**CLAIMS, claim: value}
+    if drop and claim != "rooms":
+        del payload[claim]  # a missing required claim is as bad as a wrong one
+    result = outcome(signed(payload))
     assert isinstance(result, AuthError)
     assert result.reason == "bad_claims"
 

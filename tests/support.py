@@ -1,0 +1,135 @@
+"""What the tests share: a running server, tokens, and a small JSON WebSocket client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import jwt
+import trio
+import trio_websocket
+
+from roomcast import Settings, open_router
+from roomcast.router import Router
+
+SECRET = "test-secret-0123456789-0123456789-abcdef"
+WAIT = 5.0  # every wait in the tests has this time-out unless it says otherwise
+
+
+def make_token(sub: str = "alice", *, rooms: list[str] | None = None,
+               publish: list[str] | None = None, ttl: float = 3600, secret: str = SECRET,
+               algorithm: str = "HS256", **claims: Any) -> str:
+    now = int(time.time())
+    body: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl, **claims}
+    if rooms is not None:
+        body["rooms"] = rooms
+    if publish is not None:
+        body["publish"] = publish
+    return jwt.encode(body, secret, algorithm=algorithm)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"port": 0, "http_port": 0, "jwt_secret": SECRET, "node": "test"}
+    base.update(overrides)
+    return Settings(**base)
+
+
+@asynccontextmanager
+async def running_server(**overrides: Any) -> AsyncIterator[Router]:
+    """A real roomcast server on 127.0.0.1 (random ports) for the length of the block."""
+    settings = server_settings(**overrides)
+    async with open_router(settings) as router, trio.open_nursery() as nursery:
+        await nursery.start(router.serve)
+        try:
+            yield router
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+class Client:
+    """A JSON-speaking WebSocket client with time-outs on every wait."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+        self.connected: dict[str, Any] = {}
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        if isinstance(frame, dict):
+            frame = json.dumps(frame)
+        await self.ws.send_message(frame)
+
+    async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            message = await self.ws.get_message()
+        frame: dict[str, Any] = json.loads(message)
+        return frame
+
+    async def recv_type(self, kind: str, timeout: float = WAIT) -> dict[str, Any]:
+        """The next frame of a type, skipping others (presence events, say)."""
+        with trio.fail_after(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame.get("type") == kind:
+                    return frame
+
+    async def call(self, frame: dict[str, Any], timeout: float = WAIT) -> dict[str, Any]:
+        """Send a command and return the reply that echoes its id."""
+        await self.send(frame)
+        with trio.fail_after(timeout):
+            while True:
+                reply = await self.recv(timeout)
+                if reply.get("id") == frame.get("id") and reply.get("type") != "message":
+                    return reply
+
+    async def subscribe(self, *rooms: str, **extra: Any) -> dict[str, Any]:
+        return await self.call({"type": "subscribe", "id": f"sub-{rooms[0]}",
+                                "rooms": list(rooms), **extra})
+
+    async def publish(self, room: str, data: Any, **extra: Any) -> dict[str, Any]:
+        return await self.call({"type": "publish", "id": f"pub-{time.monotonic_ns()}",
+                                "room": room, "data": data, **extra})
+
+    async def closed(self, timeout: float = WAIT) -> tuple[int | None, str | None]:
+        """Read until the server closes; returns (code, reason)."""
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    await self.ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    return exc.reason.code, exc.reason.reason
+
+
+def ws_url(router: Router, token: str | None = None, path: str | None = None) -> str:
+    url = f"ws://127.0.0.1:{router.ws_port}{path or router.settings.path}"
+    return f"{url}?token={token}" if token is not None else url
+
+
+@asynccontextmanager
+async def connect(router: Router, token: str | None = None, *, sub: str = "alice",
+                  rooms: list[str] | None = None, publish: list[str] | None = None,
+                  expect_connected: bool = True,
+                  headers: list[tuple[str, str]] | None = None) -> AsyncIterator[Client]:
+    """A connected client; by default with a token for `sub` that may read and publish '*'."""
+    if token is None:
+        token = make_token(sub, rooms=rooms if rooms is not None else ["*"],
+                           publish=publish if publish is not None else ["*"])
+    async with trio_websocket.open_websocket_url(
+        ws_url(router, token), extra_headers=headers, connect_timeout=WAIT,
+        disconnect_timeout=WAIT,
+    ) as ws:
+        client = Client(ws)
+        if expect_connected:
+            client.connected = await client.recv()
+            assert client.connected["type"] == "connected", client.connected
+        yield client
