@@ -160,7 +160,8 @@ def _clean_id(raw: Any) -> CommandId:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise ProtocolError(BAD_REQUEST, "id must be a string or an integer")
-    if len(_encoder.encode(raw)) > MAX_ID_CHARS:
+    encoded = _encoder.encode(raw)  # UTF-8: count characters, not bytes, when it matters
+    if len(encoded) > MAX_ID_CHARS and len(encoded.decode()) > MAX_ID_CHARS:
         raise ProtocolError(BAD_REQUEST, f"id must be at most {MAX_ID_CHARS} characters as JSON")
     return raw
 
@@ -170,7 +171,7 @@ def parse(
 ) -> ClientCommand | CustomCommand:
     """One text frame to a command; raises ProtocolError with the reply to send."""
     try:
-        command = _command_decoder.decode(text)
+        command: ClientCommand = _command_decoder.decode(text)
     except msgspec.DecodeError as exc:
         failure = exc
     else:

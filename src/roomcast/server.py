@@ -70,7 +70,7 @@ async def _read_head(stream: trio.abc.Stream) -> _Head | None:
             if not data:
                 return None
             raw += data
-            parser.receive_data(data)
+            parser.receive_data(bytes(data))
         else:
             return None
 
@@ -100,7 +100,7 @@ def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
     return f"{host}:{port}", str(host)
 
 
-async def handle_tcp(router: Router, stream: trio.SocketStream) -> None:
+async def handle_tcp(router: Router, stream: trio.abc.Stream) -> None:
     """The front door for one TCP connection; nothing raised here reaches the listener."""
     remote, remote_ip = _peer(stream)
     try:
@@ -112,7 +112,7 @@ async def handle_tcp(router: Router, stream: trio.SocketStream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def _front_door(router: Router, stream: trio.SocketStream, remote: str, remote_ip: str
+async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remote_ip: str
                       ) -> None:
     settings = router.settings
     head = None
@@ -188,11 +188,12 @@ async def serve(router: Router, *, task_status: trio.TaskStatus[None] = trio.TAS
         router.ws_port = listeners[0].socket.getsockname()[1]
         accepting = trio.CancelScope()
 
+        async def handler(stream: trio.SocketStream) -> None:
+            await handle_tcp(router, stream)
+
         async def accept() -> None:
             with accepting:
-                await trio.serve_listeners(
-                    lambda s: handle_tcp(router, s), listeners, handler_nursery=handlers
-                )
+                await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
 
         handlers.start_soon(accept)
         if settings.http_port:

@@ -26,7 +26,7 @@ class WireStream(trio.abc.Stream):
         if self._replay:
             data, self._replay = self._replay, b""
             return data
-        data = await self._stream.receive_some(max_bytes)
+        data = bytes(await self._stream.receive_some(max_bytes))
         if self.on_receive is not None:
             self.on_receive.last_seen = trio.current_time()
         return data

@@ -31,4 +31,5 @@ def create_backplane(settings: Settings) -> Backplane:
         return MemoryBackplane(settings)
     from roomcast.backplane.redis import RedisBackplane
 
-    return RedisBackplane(settings)
+    backplane: Backplane = RedisBackplane(settings)
+    return backplane
