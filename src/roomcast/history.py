@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import islice
 
@@ -209,11 +209,14 @@ class HistoryStore:
         """Append to the room's log (see RoomLog.append), creating the room if needed."""
         return self.room(name, now).append(now, build, idempotency_key)
 
-    def prune(self, now: float) -> int:
-        """Prune every room and forget the idle ones; return how many were forgotten."""
+    def prune(self, now: float, keep: Container[str] = ()) -> int:
+        """Prune every room and forget the idle ones, except those in `keep` (rooms with
+        live subscribers, whose epoch must not change under them); return how many."""
         before = len(self._rooms)
         # A new dict rather than deletions, so its memory shrinks with the number of rooms.
-        self._rooms = {name: log for name, log in self._rooms.items() if not log.idle(now)}
+        self._rooms = {
+            name: log for name, log in self._rooms.items() if name in keep or not log.idle(now)
+        }
         return before - len(self._rooms)
 
     def __len__(self) -> int:

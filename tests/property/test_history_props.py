@@ -38,7 +38,7 @@ def model_since(published: list[float], held: list[int], since: int) -> Recovery
     return Recovery(False, entries, (lost[0], lost[-1]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(
     size=st.integers(0, 8),
     ttl=quarters,
@@ -66,7 +66,7 @@ def test_since_returns_exactly_the_held_messages_after_offset(
     assert log.since(since, "e-other", now) == Recovery(False, [], None)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(
     size=st.integers(0, 8),
     ttl=quarters,
@@ -180,4 +180,4 @@ class RoomLogMachine(RuleBasedStateMachine):
 
 
 TestRoomLogMachine = RoomLogMachine.TestCase
-TestRoomLogMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestRoomLogMachine.settings = settings(stateful_step_count=40, deadline=None)

@@ -25,6 +25,7 @@ class MemoryBackplane(Backplane):
             idempotency_max_keys=settings.idempotency_max_keys,
         )
         self._presence: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
+        self._watched: set[str] = set()
         self._sink: Sink | None = None
         self._prune_period = max(1.0, min(settings.history_ttl or 60.0, 60.0) / 2)
 
@@ -39,7 +40,7 @@ class MemoryBackplane(Backplane):
         task_status.started()
         while True:
             await trio.sleep(self._prune_period)
-            self.store.prune(trio.current_time())
+            self.store.prune(trio.current_time(), keep=self._watched)
 
     def _require_sink(self) -> Sink:
         if self._sink is None:
@@ -69,6 +70,12 @@ class MemoryBackplane(Backplane):
             [(e.offset, e.payload) for e in recovery.messages],
             recovery.missed,
         )
+
+    async def watch(self, room: str) -> None:
+        self._watched.add(room)
+
+    async def unwatch(self, room: str) -> None:
+        self._watched.discard(room)
 
     async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
         now = trio.current_time()
