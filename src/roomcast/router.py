@@ -103,7 +103,7 @@ class Conn:
         """Ask the connection actor to close with `code` (the first request wins)."""
         if self.close_code is None:
             self.close_code = code
-            self.close_reason = reason[:120]
+            self.close_reason = reason.encode()[:120].decode(errors="ignore")
             self.closed_by_peer = by_peer
             self.closing.set()
 
