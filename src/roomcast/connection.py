@@ -30,6 +30,7 @@ async def run_connection(router: Router, conn: Conn, ws: WebSocketConnection, wi
             nursery.start_soon(_writer, router, conn, ws, wire)
             await conn.closing.wait()
             nursery.cancel_scope.cancel()
+        _count_unsent(router, conn)
         if not conn.closed_by_peer and not wire.broken:
             with trio.move_on_after(router.settings.handshake_timeout):
                 await ws.aclose(conn.close_code or p.NORMAL, conn.close_reason or None)
@@ -99,6 +100,13 @@ async def _writer(router: Router, conn: Conn, ws: WebSocketConnection, wire: Wir
                 conn.sample_at = None
     except Exception:
         _internal(router, conn, "writer")
+
+
+def _count_unsent(router: Router, conn: Conn) -> None:
+    """Frames still queued when a connection closes are dropped: count them."""
+    unsent = conn.outbox_receive.statistics().current_buffer_used
+    if unsent:
+        router.metrics.drops["closed_with_queue"] += unsent
 
 
 def _internal(router: Router, conn: Conn, where: str) -> None:
