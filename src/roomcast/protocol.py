@@ -53,6 +53,10 @@ RATE_LIMITED: Final = "rate_limited"
 TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
 INTERNAL: Final = "internal"
 UNAVAILABLE: Final = "unavailable"  # beyond the contract: the backplane is unreachable
+ERROR_CODES: Final = (
+    BAD_JSON, BAD_REQUEST, UNKNOWN_TYPE, BAD_ROOM, FORBIDDEN, NOT_SUBSCRIBED, RATE_LIMITED,
+    TOO_MANY_SUBSCRIPTIONS, INTERNAL, UNAVAILABLE,
+)
 
 ROOM_RE: Final = re.compile(r"[A-Za-z0-9_\-:.@/]{1,200}")
 MAX_ID_CHARS: Final = 64
