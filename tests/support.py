@@ -133,3 +133,67 @@ async def connect(router: Router, token: str | None = None, *, sub: str = "alice
             client.connected = await client.recv()
             assert client.connected["type"] == "connected", client.connected
         yield client
+
+
+class HttpResponse:
+    """One HTTP answer: status, headers (lower-case names) and body."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<HttpResponse {self.status} {self.body[:200]!r}>"
+
+
+async def http_request(router: Router, method: str, path: str, *,
+                       body: Any = None, api_key: str | None = None,
+                       headers: dict[str, str] | None = None,
+                       timeout: float = WAIT) -> HttpResponse:
+    """One HTTP/1.1 request to the server's HTTP port over a fresh socket (h11, no client
+    library). `body` may be bytes/str (sent as is) or anything JSON-encodable."""
+    import h11
+
+    assert router.http_port, "start the server with http_port=free_port()"
+    if body is None:
+        data = b""
+    elif isinstance(body, bytes):
+        data = body
+    elif isinstance(body, str):
+        data = body.encode()
+    else:
+        data = json.dumps(body).encode()
+    head = {"host": f"127.0.0.1:{router.http_port}", "connection": "close"}
+    if body is not None:
+        head["content-type"] = "application/json"
+        head["content-length"] = str(len(data))
+    if api_key is not None:
+        head["authorization"] = f"Bearer {api_key}"
+    head.update(headers or {})
+    conn = h11.Connection(h11.CLIENT)
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream("127.0.0.1", router.http_port)
+        async with stream:
+            out = conn.send(h11.Request(method=method, target=path, headers=list(head.items())))
+            if data:
+                out += conn.send(h11.Data(data=data))
+            out += conn.send(h11.EndOfMessage())
+            await stream.send_all(out)
+            status, got, chunks = 0, {}, bytearray()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    got = {k.decode().lower(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    chunks += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return HttpResponse(status, got, bytes(chunks))
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ConnectionError(f"the server closed before answering {method} {path}")
