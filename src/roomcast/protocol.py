@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import struct
-from datetime import UTC, datetime
 from collections.abc import Container
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -232,7 +232,8 @@ class MessageTemplate(msgspec.Struct, frozen=True):
 def message_template(
     room: str, data: bytes, event: str | None, sender: str | None, ts: float
 ) -> MessageTemplate:
-    """The parts of `{"type":"message","room":…,"offset":N,"event":…,"data":…,"sender":…,"ts":…}`."""
+    """The two parts of a message frame around its offset:
+    `{"type":"message","room":…,"offset":N,"event":…,"data":…,"sender":…,"ts":…}`."""
     head = b'{"type":"message","room":%b,"offset":' % _encoder.encode(room)
     tail = b',"event":%b,"data":%b,"sender":%b,"ts":"%b"}' % (
         _encoder.encode(event),
