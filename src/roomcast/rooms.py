@@ -24,7 +24,7 @@ def json_equal(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b or (
+    return (type(a) is type(b) and a == b) or (
         isinstance(a, int | float) and isinstance(b, int | float) and a == b
     )
 
@@ -148,9 +148,7 @@ class RoutingTable(Generic[S]):
         if not subs:
             return
         for sub in list(subs.values()):
-            if sub.events is None and sub.where is None:
-                yield sub
-            elif sub.admits(event, data):
+            if (sub.events is None and sub.where is None) or sub.admits(event, data):
                 yield sub
 
     def watchers(self, room: str) -> list[Subscription[S]]:

@@ -53,9 +53,25 @@ class Conn:
     of its outbox and waits on `closing`."""
 
     __slots__ = (
-        "abuse", "binary_frames", "bucket", "close_code", "close_reason", "closed_by_peer",
-        "closing", "connected_at", "id", "last_seen", "outbox", "outbox_receive",
-        "principal", "remote", "remote_ip", "router", "sample_at", "started", "__weakref__",
+        "__weakref__",
+        "abuse",
+        "binary_frames",
+        "bucket",
+        "close_code",
+        "close_reason",
+        "closed_by_peer",
+        "closing",
+        "connected_at",
+        "id",
+        "last_seen",
+        "outbox",
+        "outbox_receive",
+        "principal",
+        "remote",
+        "remote_ip",
+        "router",
+        "sample_at",
+        "started",
     )
 
     def __init__(

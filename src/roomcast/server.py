@@ -7,6 +7,7 @@ trio-websocket over a WireStream that replays the bytes already read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,10 +86,8 @@ async def _plain_answer(stream: trio.abc.Stream, status: int, body: bytes,
             "Connection: close\r\n")
     if status == 426:
         head += "Upgrade: websocket\r\n"
-    try:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send_all(head.encode() + b"\r\n" + body)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
 
 
 def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
