@@ -222,9 +222,7 @@ def _load_public_key(path: str) -> tuple[_PublicKey, frozenset[str]]:
         key = load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         hint = " (it holds a private key; give the public one)" if b"PRIVATE KEY" in data else ""
-        raise SettingsError(
-            f"jwt_public_key: {path!r} is not a PEM public key{hint}"
-        ) from None
+        raise SettingsError(f"jwt_public_key: {path!r} is not a PEM public key{hint}") from None
     if isinstance(key, rsa.RSAPublicKey):
         return key, frozenset({"RS256"})
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -342,9 +340,7 @@ class Authenticator:
         for alg in settings.algorithms:
             if alg in _HMAC_ALGORITHMS:
                 if secret is None:
-                    raise SettingsError(
-                        f"jwt_algorithms: {alg} needs jwt_secret, which is not set"
-                    )
+                    raise SettingsError(f"jwt_algorithms: {alg} needs jwt_secret, which is not set")
                 self._keys[alg] = secret
             elif alg in _ASYMMETRIC_ALGORITHMS:
                 if public_key is None:

@@ -162,7 +162,7 @@ def test_token_signed_by_another_rsa_key_has_a_bad_signature(rsa_key: Any) -> No
 
 
 def test_alg_none_is_refused(auth: Authenticator) -> None:
-    token = jwt.encode(claims(), None, algorithm="none")
+    token = jwt.encode(claims(), "", algorithm="none")
     assert refused(auth, token).reason == "algorithm_not_allowed"
 
 
