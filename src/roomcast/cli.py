@@ -115,7 +115,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 "jwt_secret or jwt_public_key is required (or run `roomcast serve --dev` "
                 "for a made-up development secret)"
             )
-        settings = settings.replace(jwt_secret=secrets.token_urlsafe(32))
+        settings = settings.replace(jwt_secret=secrets.token_urlsafe(48))
         token = mint_token(settings, "dev", rooms=["*"], publish=["*"], ttl=7 * 86400)
         bar = "=" * 72
         print(f"{bar}\n{DEV_BANNER}: roomcast made up a JWT secret for this run.\n"

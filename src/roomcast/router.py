@@ -242,6 +242,7 @@ class Router:
         else:
             self.by_ip.pop(conn.remote_ip, None)
         self.metrics.closes[conn.close_code or p.NORMAL] += 1
+        self._compact_expiries()
         dropped = self.table.drop(conn)
         for room, user_id, _left in dropped:
             await self._after_leave(room, user_id, conn.principal.info)
@@ -395,6 +396,8 @@ class Router:
                 continue
             top, recovered = positions[room]
             for _offset, payload in recovered:
+                if (sub.events is not None or sub.where is not None) and not _admits(sub, payload):
+                    continue  # recovery replays what this subscription would have delivered
                 conn.send(p.text_frame(payload))
             held, sub.held = sub.held or [], None
             for offset, frame in held:
@@ -526,8 +529,10 @@ class Router:
         elif kind == "revoke":
             jti = str(payload["jti"])
             expires_at = payload.get("expires_at")
-            self.revocations.revoke(jti, self.wall(),
-                                    float(expires_at) if expires_at is not None else None)
+            # Kept until the token could no longer pass anyway: its exp plus the leeway.
+            keep_until = (float(expires_at) + self.settings.jwt_leeway
+                          if expires_at is not None else None)
+            self.revocations.revoke(jti, self.wall(), keep_until)
             for conn in list(self.conns.values()):
                 if conn.principal.jti == jti:
                     conn.close(p.UNAUTHORIZED, "token revoked")
@@ -619,6 +624,20 @@ class Router:
         heapq.heappush(self._expiries, (at, next(self._expiry_seq), conn))
         if self._wake is not None and at < self._wake.deadline:
             self._wake.deadline = at
+        self._compact_expiries()
+
+    def _compact_expiries(self) -> None:
+        """Drop entries of closed connections and of refreshed tokens once they outnumber the
+        live ones, so the heap (and the Conns it holds) stays proportional to live connections."""
+        if len(self._expiries) <= 2 * len(self.conns) + 64:
+            return
+        leeway, base = self.settings.jwt_leeway, self._wall_base
+        self._expiries = [
+            entry for entry in self._expiries
+            if self.conns.get(entry[2].id) is entry[2]
+            and entry[0] == entry[2].principal.expires_at + leeway - base
+        ]
+        heapq.heapify(self._expiries)
 
     def _expire_tokens(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
@@ -660,6 +679,12 @@ class Router:
                     next_ping = now + s.heartbeat_interval
                 self._sweep(now, ping)
                 next_sweep = now + period
+
+
+def _admits(sub: Subscription[Conn], payload: bytes) -> bool:
+    """Whether a stored message frame passes a subscription's `events`/`where` filters."""
+    message: Any = msgspec.json.decode(payload)
+    return sub.admits(message.get("event"), lambda: message.get("data"))
 
 
 class _Unset:

@@ -7,6 +7,7 @@ Every name is the contract's (protocol §10): the TOML key, `--flag-with-dashes`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
@@ -94,6 +95,10 @@ _KNOWN_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
 
 
 def _validate(s: Settings) -> None:
+    for f in dataclasses.fields(s):
+        value = getattr(s, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{f.name} must be a finite number, got {value!r}")
     for name in _POSITIVE:
         if getattr(s, name) <= 0:
             raise SettingsError(f"{name} must be greater than 0, got {getattr(s, name)!r}")
