@@ -24,7 +24,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -168,6 +168,9 @@ class HttpApi:
                 response = await handler(request)
             except ApiError as exc:
                 response = exc.response()
+            except ClientDisconnect:
+                response = json_response({"error": "client_disconnected", "message": (
+                    "the client went away before sending the whole body")}, 400)
             except BackplaneUnavailable as exc:
                 response = json_response({"error": p.UNAVAILABLE, "message": (
                     f"the cluster backplane is unreachable ({exc}); retry with backoff")}, 503)

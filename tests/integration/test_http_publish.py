@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import connect, free_port, http_request, running_server
+from tests.support import WAIT, connect, free_port, http_request, running_server
 
 KEY = "test-api-key-0123456789"
 
@@ -136,3 +138,32 @@ async def test_a_bad_broadcast_gets_400_and_publishes_nothing(body: Any) -> None
         assert response.status == 400, response
         assert response.json()["error"] == "bad_request"
         assert router.metrics.publishes == 0
+
+
+async def test_a_client_that_leaves_mid_body_is_not_a_server_error() -> None:
+    async with api_server() as router:
+        stream = await trio.open_tcp_stream("127.0.0.1", router.http_port)
+        await stream.send_all(
+            b"POST /api/publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + KEY.encode()
+            + b"\r\ncontent-length: 100\r\n\r\n{\"room\": \"pro")
+        await stream.aclose()
+        with trio.fail_after(WAIT):  # nothing to await: watch the request tally settle
+            while True:
+                if any(path == "/api/publish" for path, _ in await _tally(router)):
+                    break
+                await trio.sleep(0.01)
+        assert router.metrics.handler_errors == 0
+        assert router.metrics.publishes == 0
+        ok = await http_request(router, "POST", "/api/publish", api_key=KEY,
+                                body={"room": "project:1", "data": 1})
+        assert ok.status == 200
+
+
+
+async def _tally(router: Any) -> list[tuple[str, int]]:
+    """(path, status) of every HTTP request the server has answered, from /metrics."""
+    text = (await http_request(router, "GET", "/metrics")).body.decode()
+    return [(sample.labels["path"], int(sample.labels["status"]))
+            for family in text_string_to_metric_families(text)
+            if family.name == "roomcast_http_requests"
+            for sample in family.samples if sample.name == "roomcast_http_requests_total"]
