@@ -474,7 +474,7 @@ class Router:
             return
         try:
             conn.reply({"type": cmd.type, "id": cmd.id, "data": data})
-        except (TypeError, msgspec.EncodeError):
+        except (TypeError, RecursionError, msgspec.EncodeError):  # too deep is not JSON either
             conn.error(p.INTERNAL, f"the {cmd.type!r} handler returned data that is not JSON",
                        cmd.id)
 
