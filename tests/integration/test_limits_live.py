@@ -154,10 +154,10 @@ async def test_a_client_that_stops_answering_pings_is_closed_4408() -> None:
 
 
 async def test_a_client_that_answers_pings_stays_connected() -> None:
-    async with running_server(heartbeat_interval=0.1, heartbeat_timeout=0.4) as router:
+    async with running_server(heartbeat_interval=0.1, heartbeat_timeout=0.6) as router:
         client = await RawClient.open(router, make_token())
         pings = 0
-        with trio.move_on_after(1.6):  # four heartbeat timeouts
+        with trio.move_on_after(1.8):  # three heartbeat timeouts
             while True:
                 item = await client.next()
                 assert not isinstance(item, CloseConnection), item.code
@@ -174,20 +174,20 @@ async def test_a_client_that_answers_pings_stays_connected() -> None:
 
 async def test_any_inbound_frame_counts_as_life() -> None:
     """A client that never answers a ping frame but sends commands is not timed out."""
-    async with running_server(heartbeat_interval=0.1, heartbeat_timeout=0.5) as router:
+    async with running_server(heartbeat_interval=0.1, heartbeat_timeout=0.8) as router:
         client = await RawClient.open(router, make_token())
         assert (await client.next())["type"] == "connected"  # type: ignore[index]
         pongs = 0
         async with trio.open_nursery() as nursery:
 
             async def chatter() -> None:
-                for n in range(16):  # 1.6 s of commands, 0.1 s apart: > 3 timeouts
+                for n in range(25):  # 2.5 s of commands, 0.1 s apart: > 3 timeouts
                     await client.send({"type": "ping", "id": n})
                     await trio.sleep(0.1)
 
             nursery.start_soon(chatter)
             with trio.fail_after(WAIT):
-                while pongs < 16:
+                while pongs < 25:
                     item = await client.next()
                     assert not isinstance(item, CloseConnection), item.code
                     if isinstance(item, dict) and item["type"] == "pong":
@@ -198,7 +198,7 @@ async def test_any_inbound_frame_counts_as_life() -> None:
 
 
 async def test_an_idle_trio_websocket_client_stays_connected_by_auto_pong() -> None:
-    async with running_server(heartbeat_interval=0.1, heartbeat_timeout=0.4) as router, \
+    async with running_server(heartbeat_interval=0.1, heartbeat_timeout=0.5) as router, \
             connect(router) as alice:
         with trio.move_on_after(1.5):
             frame = await alice.ws.get_message()
@@ -219,8 +219,8 @@ async def test_pings_are_sent_every_heartbeat_interval() -> None:
         await client.aclose()
     expected = window / interval  # 10
     assert expected * 0.5 <= len(times) <= expected * 1.3, times
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(gap >= interval * 0.7 for gap in gaps), gaps
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    assert interval * 0.7 <= gaps[len(gaps) // 2] <= interval * 1.6, gaps
 
 
 # ------------------------------------------------------------------ 4409
