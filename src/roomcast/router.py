@@ -388,6 +388,7 @@ class Router:
                     entry["missed"] = {"from": pos.missed[0], "to": pos.missed[1]}
             results[room] = entry
             positions[room] = (pos.offset, pos.messages)
+        self._fit_recovery(conn, cmd, accepted, positions, results)
         # One uninterrupted step: the reply, then recovered messages, then held live ones.
         conn.reply({"type": "subscribed", "id": cmd.id,
                     "rooms": {room: results[room] for room in dict.fromkeys(cmd.rooms)}})
@@ -396,8 +397,6 @@ class Router:
                 continue
             top, recovered = positions[room]
             for _offset, payload in recovered:
-                if (sub.events is not None or sub.where is not None) and not _admits(sub, payload):
-                    continue  # recovery replays what this subscription would have delivered
                 conn.send(p.text_frame(payload))
             held, sub.held = sub.held or [], None
             for offset, frame in held:
@@ -406,6 +405,31 @@ class Router:
         for room, sub, is_new in accepted:
             if is_new and self.table.get(conn, room) is sub:
                 await self._presence_count(room, principal.user_id, principal.info)
+
+    def _fit_recovery(
+        self, conn: Conn, cmd: p.Subscribe, accepted: list[tuple[str, Subscription[Conn], bool]],
+        positions: dict[str, tuple[int, list[tuple[int, bytes]]]],
+        results: dict[str, dict[str, Any]],
+    ) -> None:
+        """Trim what a subscribe recovers to what its filters admit and to half the outbox:
+        when a room's messages do not all fit, the newest are sent and the older ones are
+        reported as `missed` (still in `history`), instead of overflowing the outbox into a
+        4409 that the client's resume with `since` would repeat forever."""
+        budget = self.settings.max_pending // 2 - 1 - conn.outbox.statistics().current_buffer_used
+        for room, sub, _ in accepted:
+            if room not in positions or not positions[room][1] or cmd.since is None:
+                continue
+            top, messages = positions[room]
+            if sub.events is not None or sub.where is not None:
+                messages = [m for m in messages if _admits(sub, m[1])]
+            if len(messages) > max(budget, 0):
+                messages = messages[len(messages) - max(budget, 0):]
+                entry = results[room]
+                first = entry["missed"]["from"] if "missed" in entry else cmd.since[room].offset + 1
+                entry["recovered"] = False
+                entry["missed"] = {"from": first, "to": messages[0][0] - 1 if messages else top}
+            positions[room] = (top, messages)
+            budget -= len(messages)
 
     async def _unsubscribe(self, conn: Conn, cmd: p.Unsubscribe) -> None:
         rooms = list(dict.fromkeys(cmd.rooms))

@@ -378,3 +378,32 @@ async def test_since_is_per_room_in_one_subscribe() -> None:
         assert [(f["room"], f["offset"]) for f in frames] == [
             ("room:a", 4), ("room:b", 3), ("room:b", 4)
         ]
+
+
+async def test_a_recovery_larger_than_the_outbox_keeps_the_connection_and_reports_missed() -> None:
+    rooms = [f"room:{r}" for r in range(11)]  # 1100 messages to recover, max_pending 1000
+    async with running_server() as router, connect(router) as alice:
+        for room in rooms:
+            for i in range(1, 101):
+                await router.publish(room, i)
+        since = {room: {"offset": 0, "epoch": await epoch_of(alice, room)} for room in rooms}
+        await alice.send({"type": "subscribe", "id": 1, "rooms": rooms, "since": since})
+        reply = await alice.recv()
+        assert reply["type"] == "subscribed"
+        await alice.send({"type": "ping", "id": "after"})
+        got: dict[str, list[int]] = {room: [] for room in rooms}
+        while (frame := await alice.recv())["type"] != "pong":
+            assert frame["type"] == "message", frame
+            got[frame["room"]].append(frame["offset"])
+        missed_any = False
+        for room in rooms:
+            entry = reply["rooms"][room]
+            assert entry["ok"] is True and entry["offset"] == 100
+            if entry["recovered"]:
+                start = 1
+            else:  # the client fetches the gap with `history`, which still holds it
+                missed_any = True
+                assert entry["missed"]["from"] == 1
+                start = entry["missed"]["to"] + 1
+            assert got[room] == list(range(start, 101)), room
+        assert missed_any
