@@ -4,7 +4,11 @@ from tests.support import connect, running_server
 
 
 async def test_a_published_message_reaches_a_subscriber() -> None:
-    async with running_server() as router, connect(router) as alice, connect(router, sub="bob") as bob:
+    async with (
+        running_server() as router,
+        connect(router) as alice,
+        connect(router, sub="bob") as bob,
+    ):
         reply = await alice.subscribe("project:12")
         assert reply["rooms"]["project:12"]["ok"] is True
         published = await bob.publish("project:12", {"task_id": 7}, event="task.created")
