@@ -197,3 +197,189 @@ async def http_request(router: Router, method: str, path: str, *,
                     return HttpResponse(status, got, bytes(chunks))
                 elif isinstance(event, h11.ConnectionClosed):
                     raise ConnectionError(f"the server closed before answering {method} {path}")
+
+
+class ServerProcess:
+    """`python -m roomcast serve` as a child process on fixed ports, so a test can kill it
+    (by PID) and start it again on the same ports. Synchronous on purpose: browser tests
+    call it directly, trio tests through `trio.to_thread.run_sync`."""
+
+    def __init__(self, *args: str, api_key: str = "k", secret: str = SECRET) -> None:
+        self.port = free_port()
+        self.http_port = free_port()
+        self.api_key = api_key
+        self.secret = secret
+        self.args = args
+        self.process: Any = None  # subprocess.Popen[bytes] while running
+        self.lines: list[str] = []  # everything it wrote to stderr, over every start
+        self.starts = 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it and return once it logged that it is listening (both ports)."""
+        import os
+        import subprocess
+        import sys
+        import threading
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
+        command = [sys.executable, "-m", "roomcast", "serve", "--jwt-secret", self.secret,
+                   "--api-key", self.api_key, "--port", str(self.port), "--http-port",
+                   str(self.http_port), "--node", f"proc{self.starts}", *self.args]
+        self.starts += 1
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self.process = process
+        listening = threading.Event()
+
+        def read() -> None:
+            assert process.stderr is not None
+            for raw in process.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.lines.append(line)
+                if " listening " in f" {line} ":
+                    listening.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not listening.wait(0.05):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                log = "\n".join(self.lines[-20:])
+                raise RuntimeError(f"roomcast serve did not start:\n{log}")
+
+    def kill(self) -> None:
+        """SIGKILL by PID (a crash: clients see 1006), and reap it."""
+        import os
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=WAIT)
+        self.process = None
+
+    def ws_url(self, token: str | None = None) -> str:
+        url = f"ws://127.0.0.1:{self.port}/ws"
+        return f"{url}?token={token}" if token is not None else url
+
+    def http_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request to the HTTP listener with the API key; (status, decoded JSON)."""
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.http_url(path), data=data, method=method,
+            headers={"Authorization": f"Bearer {self.api_key}",
+                     "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=WAIT) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def publish(self, room: str, data: Any, event: str | None = None) -> int:
+        """POST /api/publish; the new message's offset."""
+        status, body = self.api("POST", "/api/publish",
+                                {"room": room, "data": data, "event": event})
+        assert status == 200, (status, body)
+        offset: int = body["offset"]
+        return offset
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class TcpProxy:
+    """A TCP relay on 127.0.0.1 that a test can misbehave with: `hold()` stops relaying on
+    the connections open now (a dead link: nothing is closed), `cut()` drops them. New
+    connections are relayed normally. Threads, so it serves trio and browser tests alike."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._pairs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/ws", token: str | None = None) -> str:
+        url = f"ws://127.0.0.1:{self.port}{path}"
+        return f"{url}?token={token}" if token is not None else url
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=WAIT)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            pair: dict[str, Any] = {"sockets": (client, upstream), "up": False, "down": False}
+            with self._lock:
+                self._pairs.append(pair)
+            threading.Thread(target=self._pump, args=(pair, client, upstream, "up"),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(pair, upstream, client, "down"),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pump(pair: dict[str, Any], source: socket.socket, sink: socket.socket,
+              direction: str) -> None:
+        from contextlib import suppress
+
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if pair[direction]:
+                    continue  # held: swallowed, like a link that stopped delivering
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def hold(self, up: bool = True, down: bool = True) -> None:
+        """Stop relaying (client→server when `up`, server→client when `down`) on every
+        connection open now; nothing is closed."""
+        with self._lock:
+            for pair in self._pairs:
+                pair["up"] = pair["up"] or up
+                pair["down"] = pair["down"] or down
+
+    def cut(self) -> None:
+        """Drop every connection open now (both ends see the TCP connection end)."""
+        from contextlib import suppress
+
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair["sockets"]:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self.cut()

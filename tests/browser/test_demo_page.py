@@ -1,0 +1,185 @@
+"""The demo page at `/`, in headless Chromium against a real `roomcast serve` process."""
+
+from __future__ import annotations
+
+import json
+
+import websockets.sync.client
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import UI_WAIT, PageOpener
+from tests.support import ServerProcess, make_token
+
+GREEN = "rgb(31, 157, 85)"
+RED = "rgb(214, 64, 69)"
+
+
+def wait_subscribed(page: Page, room: str) -> None:
+    """The page has its `subscribed` reply for the room (it lists the room then)."""
+    expect(page.locator(f'[data-testid=room][data-room="{room}"]')).to_be_visible()
+
+
+def message(page: Page, room: str, offset: int, epoch: str | None = None) -> object:
+    selector = f'li.message[data-room="{room}"][data-offset="{offset}"]'
+    if epoch is not None:
+        selector += f'[data-epoch="{epoch}"]'
+    return page.locator(selector)
+
+
+def feed_messages(page: Page) -> list[dict[str, str]]:
+    """What the feed shows, in order: room, offset, epoch, how it came, and the data."""
+    result: list[dict[str, str]] = page.eval_on_selector_all(
+        "li.message",
+        "items => items.map(li => ({room: li.dataset.room, offset: li.dataset.offset, "
+        "epoch: li.dataset.epoch, via: li.dataset.via, "
+        "data: li.querySelector('[data-testid=message-data]').textContent}))",
+    )
+    return result
+
+
+def dot_colour(page: Page) -> str:
+    colour: str = page.eval_on_selector(
+        "#status-dot", "dot => getComputedStyle(dot).backgroundColor")
+    return colour
+
+
+def test_the_page_loads_connects_and_shows_a_green_dot(open_page: PageOpener) -> None:
+    page = open_page(rooms=())
+    status = page.get_by_test_id("status")
+    expect(status).to_have_attribute("data-state", "connected")
+    expect(page.get_by_test_id("status-label")).to_have_text("connected")
+    assert dot_colour(page) == GREEN
+
+
+def test_the_page_shows_a_message_published_through_the_api(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    page = open_page()
+    room = open_page.room
+    wait_subscribed(page, room)
+    offset = server.publish(room, {"text": "hello from the API"}, "greeting")
+    item = message(page, room, offset)
+    expect(item).to_contain_text('{"text":"hello from the API"}')
+    expect(item).to_have_attribute("data-event", "greeting")
+    expect(item).to_have_attribute("data-via", "live")
+
+
+def test_the_page_shows_reconnecting_during_a_restart_then_the_messages_published_meanwhile(
+    open_own_page: PageOpener, own_server: ServerProcess
+) -> None:
+    open_page, server = open_own_page, own_server
+    # The first reconnect attempt comes exactly 4 s after the loss (no jitter), long
+    # enough for the restart and the publishes to happen while the page is away.
+    page = open_page(initialDelay=4000, jitter=0)
+    room = open_page.room
+    wait_subscribed(page, room)
+    server.publish(room, {"n": 1})
+    expect(message(page, room, 1)).to_be_visible()
+    old_epoch = message(page, room, 1).get_attribute("data-epoch")
+
+    server.kill()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+    assert dot_colour(page) == RED
+    server.start()
+    # In-memory history died with the process: the new server starts a new epoch, so
+    # resuming with `since` cannot replay these; the contract says `recovered: false`.
+    server.publish(room, {"n": 2})
+    server.publish(room, {"n": 3})
+    assert page.get_by_test_id("status").get_attribute("data-state") == "reconnecting", (
+        "the page came back before the messages were published: the test proves nothing")
+
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    expect(page.get_by_test_id("notice").filter(has_text="history was reset")).to_be_visible()
+    # The page reloads from the server's history on a new epoch: both are there.
+    expect(message(page, room, 2)).to_be_visible()
+    server.publish(room, {"n": 4})
+    expect(message(page, room, 3)).to_be_visible()
+    shown = feed_messages(page)
+    assert [(m["data"], m["via"]) for m in shown] == [
+        ('{"n":1}', "live"), ('{"n":2}', "history"), ('{"n":3}', "history"),
+        ('{"n":4}', "live"),
+    ]
+    assert shown[0]["epoch"] == old_epoch
+    assert {m["epoch"] for m in shown[1:]} == {shown[1]["epoch"]} != {old_epoch}
+
+
+def test_the_page_resumes_with_since_after_a_4409_and_shows_every_message_once(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    page = open_page(initialDelay=1500, jitter=0)
+    room = open_page.room
+    wait_subscribed(page, room)
+    for n in (1, 2, 3):
+        server.publish(room, {"n": n})
+    expect(message(page, room, 3)).to_be_visible()
+
+    status, body = server.api("POST", "/api/disconnect",
+                              {"user_id": open_page.user, "code": 4409, "reason": "too slow"})
+    assert (status, body) == (200, {"closed": 1})
+    # The connection is closing from here on: these reach the page only through `since`.
+    for n in (4, 5, 6):
+        server.publish(room, {"n": n})
+
+    expect(page.get_by_test_id("notice").filter(
+        has_text="resumed after offset 3, nothing lost")).to_be_visible()
+    expect(message(page, room, 6)).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    shown = feed_messages(page)
+    assert [m["offset"] for m in shown] == ["1", "2", "3", "4", "5", "6"]
+    assert [m["data"] for m in shown] == [json.dumps({"n": n}, separators=(",", ":"))
+                                          for n in range(1, 7)]
+    assert [m["via"] for m in shown] == ["live"] * 3 + ["replay"] * 3
+    assert len({m["epoch"] for m in shown}) == 1
+
+
+def test_the_publish_box_publishes_and_the_feed_shows_it(open_page: PageOpener) -> None:
+    page = open_page()
+    room = open_page.room
+    wait_subscribed(page, room)
+    page.get_by_test_id("pub-event").fill("note.added")
+    page.get_by_test_id("pub-data").fill('{"text": "from the page"}')
+    page.get_by_test_id("publish").click()
+    expect(page.get_by_test_id("pub-result")).to_have_text(f"published to {room} at offset 1")
+    item = message(page, room, 1)
+    expect(item).to_contain_text('{"text":"from the page"}')
+    expect(item).to_contain_text(f"from {open_page.user}")
+
+
+def test_the_publish_box_refuses_data_that_is_not_json(open_page: PageOpener) -> None:
+    page = open_page()
+    room = open_page.room
+    wait_subscribed(page, room)
+    page.get_by_test_id("pub-data").fill("{not json")
+    page.get_by_test_id("publish").click()
+    expect(page.get_by_test_id("pub-result")).to_contain_text("data must be JSON")
+    expect(page.locator("li.message")).to_have_count(0)
+
+
+def test_the_subscribe_box_subscribes_to_a_room(open_page: PageOpener,
+                                                 server: ServerProcess) -> None:
+    page = open_page(rooms=())
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    room = f"project:{open_page.room}"
+    page.get_by_test_id("sub-room").fill(room)
+    page.get_by_test_id("subscribe").click()
+    wait_subscribed(page, room)
+    offset = server.publish(room, {"task_id": 7}, "task.created")
+    expect(message(page, room, offset)).to_contain_text('{"task_id":7}')
+
+
+def test_the_presence_list_shows_users_joining_and_leaving(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    page = open_page()
+    room = open_page.room
+    wait_subscribed(page, room)
+    presence = page.get_by_test_id("presence")
+    expect(presence.locator(f'[data-user="{open_page.user}"]')).to_be_visible()
+    bob_token = make_token("bob", rooms=["*"])
+    with websockets.sync.client.connect(server.ws_url(bob_token), open_timeout=5) as bob:
+        assert json.loads(bob.recv(timeout=5))["type"] == "connected"
+        bob.send(json.dumps({"type": "subscribe", "id": 1, "rooms": [room]}))
+        assert json.loads(bob.recv(timeout=5))["type"] == "subscribed"
+        expect(presence.locator('[data-user="bob"]')).to_be_visible()
+    expect(presence.locator('[data-user="bob"]')).to_have_count(0, timeout=UI_WAIT)
+    expect(presence.locator(f'[data-user="{open_page.user}"]')).to_be_visible()

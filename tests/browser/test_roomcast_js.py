@@ -1,0 +1,135 @@
+"""roomcast.js's own behaviour in Chromium: close-code rules, new tokens after 4401, token
+refresh, backoff, dead-link detection. Each test drives the demo page (its token box is
+the client's token function) against a real `roomcast serve` process."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import PageOpener
+from tests.support import ServerProcess, TcpProxy
+
+
+def status(page: Page) -> object:
+    return page.get_by_test_id("status")
+
+
+def notice(page: Page, text: str) -> object:
+    return page.get_by_test_id("notice").filter(has_text=text)
+
+
+def connected(page: Page) -> None:
+    expect(status(page)).to_have_attribute("data-state", "connected")
+
+
+def connected_twice(page: Page, user: str) -> None:
+    """The page connected, lost the connection and connected again."""
+    expect(page.get_by_test_id("notice").filter(has_text=f"connected as {user}")
+           ).to_have_count(2)
+
+
+def test_a_4401_then_a_new_token_from_the_token_function_reconnects(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    first = open_page.token(jti=f"{open_page.user}-first")
+    page = open_page(token=first)
+    expect(page.get_by_test_id("room")).to_have_count(1)
+    page.get_by_test_id("token").fill(open_page.token(jti=f"{open_page.user}-second"))
+    assert server.api("POST", "/api/revoke", {"jti": f"{open_page.user}-first"})[0] == 200
+    expect(notice(page, "connection lost (4401: token revoked)")).to_be_visible()
+    connected_twice(page, open_page.user)
+    connected(page)
+    # It came back subscribed: a new message arrives.
+    offset = server.publish(open_page.room, {"after": "4401"})
+    expect(page.locator(f'li.message[data-offset="{offset}"]')).to_be_visible()
+
+
+def test_a_4401_with_the_same_token_stops_for_good(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    token = open_page.token(jti=f"{open_page.user}-only")
+    page = open_page(token=token)
+    connected(page)
+    assert server.api("POST", "/api/revoke", {"jti": f"{open_page.user}-only"})[0] == 200
+    expect(status(page)).to_have_attribute("data-state", "disconnected")
+    expect(page.get_by_test_id("status-label")).to_have_text(
+        "disconnected (4401: token revoked)")
+    assert page.evaluate("window.roomcast._timers.reconnect") is None
+
+
+@pytest.mark.parametrize("code", [1000, 4400, 4403])
+def test_a_stop_code_from_the_server_ends_reconnecting(
+    open_page: PageOpener, server: ServerProcess, code: int
+) -> None:
+    page = open_page(rooms=())
+    connected(page)
+    status_code, body = server.api("POST", "/api/disconnect",
+                                   {"user_id": open_page.user, "code": code, "reason": "go away"})
+    assert (status_code, body) == (200, {"closed": 1})
+    expect(page.get_by_test_id("status-label")).to_have_text(f"disconnected ({code}: go away)")
+    assert page.evaluate("window.roomcast._timers.reconnect") is None
+
+
+@pytest.mark.parametrize("code", [4408, 4500])
+def test_a_retryable_close_code_reconnects(
+    open_page: PageOpener, server: ServerProcess, code: int
+) -> None:
+    page = open_page(rooms=())
+    connected(page)
+    server.api("POST", "/api/disconnect", {"user_id": open_page.user, "code": code})
+    expect(notice(page, f"connection lost ({code}")).to_be_visible()
+    connected_twice(page, open_page.user)
+    connected(page)
+
+
+def test_a_4429_waits_the_long_backoff(open_page: PageOpener, server: ServerProcess) -> None:
+    page = open_page(rooms=(), jitter=0, longDelay=7000)
+    connected(page)
+    server.api("POST", "/api/disconnect", {"user_id": open_page.user, "code": 4429})
+    expect(page.get_by_test_id("status-label")).to_have_text(
+        "reconnecting in 7.0 s (attempt 1, close 4429)")
+
+
+def test_the_token_is_refreshed_before_it_expires(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    page = open_page(token=open_page.token(ttl=4), rooms=())
+    connected(page)
+    page.get_by_test_id("token").fill(open_page.token(ttl=3600))
+    expect(notice(page, "token refreshed, now valid until")).to_be_visible()
+    connected(page)
+    assert page.get_by_test_id("notice").filter(has_text="connection lost").count() == 0
+
+
+def test_a_link_that_stops_answering_pings_is_dropped_and_reconnected(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    proxy = TcpProxy(server.port)
+    try:
+        page = open_page(rooms=(), url=proxy.url(), pingInterval=300, pingTimeout=700)
+        connected(page)
+        proxy.hold()  # nothing gets through any more, and nothing is closed
+        expect(notice(page, "no answer to a ping within 700 ms")).to_be_visible()
+        connected_twice(page, open_page.user)
+        connected(page)
+    finally:
+        proxy.close()
+
+
+def test_backoff_grows_by_the_factor_up_to_the_cap_with_full_jitter(
+    open_page: PageOpener,
+) -> None:
+    page = open_page(rooms=())
+    delays = page.evaluate("""async () => {
+        const { backoffDelay } = await import("/roomcast.js");
+        const top = (a) => backoffDelay(a, {}, () => 0);
+        const bottom = (a) => backoffDelay(a, {}, () => 0.999999);
+        const custom = (a) => backoffDelay(a, {initialDelay: 100, factor: 2, maxDelay: 1000,
+                                               jitter: 0}, () => 0.5);
+        return {top: [0, 1, 2, 3, 30].map(top), bottom: [0, 30].map(bottom),
+                custom: [0, 1, 2, 3, 4, 5].map(custom)};
+    }""")
+    assert delays["top"] == [500, 750, 1125, 1687.5, 30000]
+    assert all(0 <= d < 0.1 for d in delays["bottom"])
+    assert delays["custom"] == [100, 200, 400, 800, 1000, 1000]
