@@ -656,11 +656,12 @@ class Router:
         if len(self._expiries) <= 2 * len(self.conns) + 64:
             return
         leeway, base = self.settings.jwt_leeway, self._wall_base
-        self._expiries = [
-            entry for entry in self._expiries
+        current = {  # one entry per live connection: the one for its current token
+            entry[2].id: entry for entry in self._expiries
             if self.conns.get(entry[2].id) is entry[2]
             and entry[0] == entry[2].principal.expires_at + leeway - base
-        ]
+        }
+        self._expiries = list(current.values())
         heapq.heapify(self._expiries)
 
     def _expire_tokens(self, now: float) -> None:

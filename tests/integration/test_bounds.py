@@ -16,7 +16,7 @@ from roomcast import Settings, open_router
 from roomcast.backplane.memory import MemoryBackplane
 from roomcast.history import RoomLog
 from roomcast.router import Router
-from tests.support import SECRET, WAIT, connect, running_server
+from tests.support import SECRET, WAIT, connect, make_token, running_server
 
 FAST = {"rate_per_second": 100_000, "rate_burst": 100_000}
 
@@ -161,3 +161,12 @@ async def test_memory_stops_growing_once_every_rooms_history_is_full() -> None:
     per_message = (full - empty) / (rooms * size)
     assert per_message > len(frame)  # the stored frames are really in there
     assert later - full < 0.05 * (full - empty), (empty, full, later)
+
+
+async def test_a_flood_of_refreshes_keeps_one_expiry_entry_per_connection() -> None:
+    async with running_server(**FAST) as router, connect(router) as alice:
+        token = make_token("alice", rooms=["*"], publish=["*"])  # the same exp every time
+        for i in range(300):
+            reply = await alice.call({"type": "refresh", "id": i, "token": token})
+            assert reply["type"] == "refreshed", reply
+        assert len(router._expiries) < 100  # not one entry per refresh
