@@ -167,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _tool(name: str, argv: list[str]) -> int:
     """The client, bench and fuzz tools live in their own modules."""
     import importlib
+    from pathlib import Path
+
+    if name == "bench":
+        # The harness lives in the source checkout (benchmarks/), not in the package:
+        # with an editable install the checkout is three levels above this file.
+        checkout = Path(__file__).resolve().parents[2]
+        if (checkout / "benchmarks" / "__main__.py").is_file() and str(checkout) not in sys.path:
+            sys.path.insert(0, str(checkout))
 
     try:
         module = importlib.import_module(
