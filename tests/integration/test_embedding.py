@@ -154,6 +154,15 @@ async def test_disconnect_user_passes_its_code_and_reason() -> None:
     assert (code, reason) == (4403, "account disabled")
 
 
+async def test_a_long_close_reason_is_cut_to_120_bytes_of_valid_utf8() -> None:
+    async with running_server() as router, connect(router) as alice:
+        await router.disconnect_user("alice", code=4403, reason="é" * 100)  # 200 bytes
+        code, reason = await alice.closed()
+    assert code == 4403
+    assert reason is not None and 0 < len(reason.encode()) <= 120
+    assert reason == "é" * len(reason)
+
+
 async def test_disconnect_user_of_nobody_returns_zero() -> None:
     async with running_server() as router, connect(router) as alice:
         assert await router.disconnect_user("nobody") == 0
