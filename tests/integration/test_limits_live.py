@@ -261,6 +261,32 @@ async def test_a_client_that_stops_reading_is_closed_4409_without_stalling_other
     assert closed_at is not None and len(offsets) <= closed_at
 
 
+async def test_a_client_that_never_reads_again_is_dropped_after_write_timeout() -> None:
+    """Memory stays bounded: the silent reader is forgotten, not kept with its backlog."""
+    data = "x" * 200_000
+    async with running_server(max_pending=4, write_timeout=0.5) as router, connect(
+            router, sub="fast") as fast:
+        slow = await RawClient.open(router, make_token("slow", rooms=["*"]))
+        try:
+            await slow.send({"type": "subscribe", "id": 1, "rooms": ["room:1"]})
+            while not (isinstance(f := await slow.next(), dict) and f["type"] == "subscribed"):
+                pass
+            await fast.subscribe("room:1")
+            with trio.fail_after(60):
+                for n in range(1, 501):
+                    await router.publish("room:1", {"n": n, "pad": data})
+                    assert (await fast.recv_type("message"))["offset"] == n
+                    if router.metrics.drops["slow_consumer"]:
+                        break
+            assert router.metrics.drops["slow_consumer"]
+            with trio.fail_after(WAIT):
+                while router.stats()["connections"] != 1:  # noqa: ASYNC110 (no event to await)
+                    await trio.sleep(0.01)
+            assert (await fast.call({"type": "ping", "id": 1}))["type"] == "pong"
+        finally:
+            await slow.aclose()
+
+
 # ------------------------------------------------------------------ rate limits, 4429
 async def test_a_command_over_the_rate_gets_rate_limited_echoing_its_id() -> None:
     async with running_server(rate_per_second=0.01, rate_burst=2) as router, connect(
