@@ -233,7 +233,6 @@ def message_template(
     room: str, data: bytes, event: str | None, sender: str | None, ts: float
 ) -> MessageTemplate:
     """The two parts of a message frame around its offset (see MessageTemplate)."""
-    `{"type":"message","room":…,"offset":N,"event":…,"data":…,"sender":…,"ts":…}`."""
     head = b'{"type":"message","room":%b,"offset":' % _encoder.encode(room)
     tail = b',"event":%b,"data":%b,"sender":%b,"ts":"%b"}' % (
         _encoder.encode(event),
