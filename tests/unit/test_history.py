@@ -278,4 +278,5 @@ def test_store_memory_is_bounded_under_a_flood_of_rooms_after_prune() -> None:
         tracemalloc.stop()
     assert len(store) == 0
     assert flooded - baseline > 10_000_000  # the flood really cost memory...
-    assert after - baseline < 64 * 1024  # ...and prune gave it all back
+    # ...and prune gave it back: what stays is allocator noise, not 50k rooms.
+    assert after - baseline < (flooded - baseline) / 100
