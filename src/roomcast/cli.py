@@ -127,6 +127,9 @@ def serve_command(args: argparse.Namespace) -> int:
     from roomcast.auth import Authenticator
 
     Authenticator(settings)  # fail now, with a one-line message, on a bad key
+    if settings.jwt_secret and len(settings.jwt_secret.encode()) < 32:
+        print("roomcast: warning: jwt_secret is shorter than 32 bytes; anyone who can try "
+              "many guesses may forge tokens. Use a long random secret.", file=sys.stderr)
     trio.run(_serve, settings)
     return 0
 

@@ -41,6 +41,10 @@ class Subscription(Generic[S]):
     # While a subscribe with `since` is being answered, live messages wait here
     # (offset, frame) so that none overtakes the recovered ones.
     held: list[tuple[int, bytes]] | None = None
+    # The room's offset when the subscription was answered: a message at or below it that
+    # arrives late from another node was already covered (sent in recovery, or older than
+    # the subscription) and is skipped. Cleared by the first message above it.
+    floor: int | None = None
 
     def admits(self, event: str | None, data: Callable[[], Any]) -> bool:
         """Whether a message passes this subscription's `events` and `where` filters."""

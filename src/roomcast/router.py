@@ -380,6 +380,12 @@ class Router:
                 results[room] = {"ok": False, "error": p.UNAVAILABLE}
                 if is_new and self.table.get(conn, room) is sub:
                     self.table.unsubscribe(conn, room)
+                    if room not in self.table.rooms:
+                        await self.backplane.unwatch(room)
+                elif self.table.get(conn, room) is sub:  # stays subscribed: stop holding
+                    held, sub.held = sub.held or [], None
+                    for _offset, frame in held:
+                        conn.send(frame)
                 continue
             entry: dict[str, Any] = {"ok": True, "offset": pos.offset, "epoch": pos.epoch}
             if since is not None:
@@ -399,9 +405,11 @@ class Router:
             for _offset, payload in recovered:
                 conn.send(p.text_frame(payload))
             held, sub.held = sub.held or [], None
+            sub.floor = top
             for offset, frame in held:
                 if offset > top:
                     conn.send(frame)
+                    sub.floor = None
         for room, sub, is_new in accepted:
             if is_new and self.table.get(conn, room) is sub:
                 await self._presence_count(room, principal.user_id, principal.info)
@@ -518,6 +526,10 @@ class Router:
                     data = _Lazy(payload)
                 if not sub.admits(event, data):
                     continue
+            if sub.floor is not None:
+                if offset <= sub.floor:
+                    continue
+                sub.floor = None
             conn = sub.subscriber
             if sub.held is not None:
                 sub.held.append((offset, frame))
@@ -543,6 +555,13 @@ class Router:
         frame = p.text_frame(p.encode(body))
         for sub in watchers:
             sub.subscriber.send(frame)
+
+    def resumed(self) -> None:
+        """The backplane reconnected: its offsets may have started over (data loss), so no
+        subscription may skip messages by an offset it saw before."""
+        for subs in self.table.rooms.values():
+            for sub in subs.values():
+                sub.floor = None
 
     def control(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "disconnect":
@@ -621,6 +640,8 @@ class Router:
         self, user_id: str, code: int = p.NORMAL, reason: str = "disconnected by the server"
     ) -> int:
         """Close every connection of a user on every node; returns how many were here."""
+        if not (code == p.NORMAL or 4000 <= code <= 4999):
+            raise ValueError(f"close code {code} cannot be sent: use 1000 or 4000-4999")
         here = len(self.by_user.get(user_id, ()))
         await self.backplane.send_control(
             "disconnect", {"user_id": user_id, "code": code, "reason": reason}

@@ -59,6 +59,10 @@ class Sink(Protocol):
     def control(self, kind: str, payload: dict[str, Any]) -> None:
         """A cluster-wide instruction: `disconnect` or `revoke`."""
 
+    def resumed(self) -> None:
+        """The backplane reconnected after losing its connection; call before delivering
+        the first message after it (room offsets may have started over)."""
+
 
 class Backplane(abc.ABC):
     """Offsets, history, idempotency, presence and control, for one node or many."""
