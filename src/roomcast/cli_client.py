@@ -1,0 +1,252 @@
+"""`roomcast client URL --token T`: a line-based REPL, or `... tail ROOM` to follow rooms.
+
+Frames go to stdout as JSON lines (the wire's shapes), so the output can be piped into
+`jq`; state changes and usage errors go to stderr, prefixed with `#`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from roomcast.client import (
+    Client,
+    CloseInfo,
+    CommandError,
+    ConnectError,
+    ConnectionLost,
+    Disconnected,
+    Message,
+    Recovery,
+    RequestTimeout,
+    State,
+    SubscribeResult,
+    connect,
+)
+
+HELP = """commands (one per line):
+  sub ROOM [ROOM ...]            subscribe (with presence events)
+  unsub ROOM [ROOM ...]          unsubscribe
+  pub ROOM JSON [EVENT]          publish JSON data, e.g. pub project:12 {"task_id": 7} task.created
+  history ROOM [SINCE] [LIMIT]   messages kept by the server (after SINCE, or the newest LIMIT)
+  presence ROOM                  who is in the room
+  ping                           round trip to the server
+  help                           this text
+  quit                           leave (so does end of input)"""
+
+
+class UsageError(Exception):
+    """A line the REPL cannot run; the message says how to write it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roomcast client",
+        description="Talk to a roomcast server: an interactive line-based client, or "
+                    "`tail ROOM` to print a room's messages as JSON lines.",
+        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("url", metavar="URL", help="the WebSocket URL, e.g. ws://127.0.0.1:8000/ws")
+    parser.add_argument("--token", default=os.environ.get("ROOMCAST_TOKEN"),
+                        help="the JWT to connect with (default: $ROOMCAST_TOKEN)")
+    parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                        help="how long to try for the first connection (default 10)")
+    parser.add_argument("mode", nargs="?", choices=["tail"],
+                        help="tail: print each message of ROOM as a JSON line until stopped")
+    parser.add_argument("rooms", nargs="*", metavar="ROOM", help="the rooms to tail")
+    return parser
+
+
+def emit(frame: dict[str, Any]) -> None:
+    """One frame as one JSON line on stdout."""
+    print(json.dumps(frame, ensure_ascii=False, separators=(", ", ": ")), flush=True)
+
+
+def note(text: str) -> None:
+    print(f"# {text}", file=sys.stderr, flush=True)
+
+
+def on_state(state: State, close: CloseInfo | None) -> None:
+    why = f" (close {close.code}{': ' + close.reason if close.reason else ''})" if close else ""
+    note(f"{state.value}{why}")
+
+
+def subscribed_frame(results: dict[str, SubscribeResult]) -> dict[str, Any]:
+    rooms: dict[str, Any] = {}
+    for room, r in results.items():
+        if r.ok:
+            entry: dict[str, Any] = {"ok": True, "offset": r.offset, "epoch": r.epoch}
+            if r.recovered is not None:
+                entry["recovered"] = r.recovered
+        else:
+            entry = {"ok": False, "error": r.error}
+        rooms[room] = entry
+    return {"type": "subscribed", "rooms": rooms}
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{what} must be a whole number, got {text!r}") from None
+
+
+async def run_line(client: Client, line: str) -> bool:
+    """Run one REPL line; False when it asks to quit."""
+    command, _, rest = line.strip().partition(" ")
+    rest = rest.strip()
+    if not command or command.startswith("#"):
+        return True
+    if command in ("quit", "exit"):
+        return False
+    if command == "help":
+        print(HELP, file=sys.stderr, flush=True)
+    elif command in ("sub", "unsub"):
+        rooms = shlex.split(rest)
+        if not rooms:
+            raise UsageError(f"usage: {command} ROOM [ROOM ...]")
+        if command == "sub":
+            emit(subscribed_frame(await client.subscribe(rooms, presence=True)))
+        else:
+            await client.unsubscribe(rooms)
+            emit({"type": "unsubscribed", "rooms": rooms})
+    elif command == "pub":
+        room, _, payload = rest.partition(" ")
+        if not room or not payload.strip():
+            raise UsageError('usage: pub ROOM JSON [EVENT], e.g. pub r1 {"text": "hi"} note')
+        try:
+            data, end = json.JSONDecoder().raw_decode(payload.strip())
+        except ValueError as exc:
+            raise UsageError(f"the data is not JSON ({exc}); e.g. pub r1 {{\"text\": \"hi\"}}"
+                             ) from None
+        event = payload.strip()[end:].strip() or None
+        result = await client.publish(room, data, event=event)
+        emit({"type": "published", "room": result.room, "offset": result.offset,
+              "duplicate": result.duplicate})
+    elif command == "history":
+        args = rest.split()
+        if not 1 <= len(args) <= 3:
+            raise UsageError("usage: history ROOM [SINCE] [LIMIT]")
+        since = _int(args[1], "SINCE") if len(args) > 1 else None
+        limit = _int(args[2], "LIMIT") if len(args) > 2 else None
+        page = await client.history(args[0], since=since, limit=limit)
+        emit({"type": "history", "room": page.room, "epoch": page.epoch, "offset": page.offset,
+              "messages": [m.frame() for m in page.messages]})
+    elif command == "presence":
+        if len(rest.split()) != 1:
+            raise UsageError("usage: presence ROOM")
+        users = await client.presence(rest)
+        emit({"type": "presence", "room": rest, "users": [
+            {"user_id": u.user_id, "connections": u.connections, "info": u.info}
+            for u in users]})
+    elif command == "ping":
+        emit({"type": "pong", "rtt_ms": round(await client.ping() * 1000, 2)})
+    else:
+        raise UsageError(f"unknown command {command!r}; type `help` for the list")
+    return True
+
+
+async def print_events(client: Client, only_messages: bool = False) -> None:
+    """Print what arrives until the client stops."""
+    async for event in client.messages():
+        if only_messages and not isinstance(event, Message):
+            if isinstance(event, Recovery):
+                note(f"resumed: {json.dumps(event.frame())}")
+            continue
+        emit(event.frame())
+
+
+async def interactive(client: Client) -> int:
+    """Read commands from stdin until `quit` or end of input."""
+    note(f"connected as {(client.connection or {}).get('user_id')}; type `help` for commands")
+    status = 0
+    async with trio.open_nursery() as nursery:
+
+        async def printer() -> None:
+            nonlocal status
+            try:
+                await print_events(client)
+            except Disconnected as exc:
+                note(f"stopped: {exc}")
+                status = 1
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(printer)
+        while True:
+            line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            if not line:
+                break
+            try:
+                if not await run_line(client, line):
+                    break
+            except UsageError as exc:
+                note(str(exc))
+            except CommandError as exc:
+                emit({"type": "error", "code": exc.code, "message": exc.message})
+            except (ConnectionLost, RequestTimeout) as exc:
+                note(f"{exc}; try again")
+            except Disconnected as exc:
+                note(f"stopped: {exc}")
+                status = 1
+                break
+        nursery.cancel_scope.cancel()
+    return status
+
+
+async def tail(client: Client, rooms: list[str]) -> int:
+    """Subscribe and print every message as a JSON line until interrupted."""
+    results = await client.subscribe(rooms)
+    refused = {room: r.error for room, r in results.items() if not r.ok}
+    if refused:
+        note("cannot tail " + ", ".join(f"{room} ({why})" for room, why in refused.items()))
+        return 1
+    note("tailing " + ", ".join(f"{room} from offset {r.offset}" for room, r in results.items()))
+    try:
+        await print_events(client, only_messages=True)
+    except Disconnected as exc:
+        note(f"stopped: {exc}")
+        return 1
+    return 0
+
+
+async def amain(args: argparse.Namespace) -> int:
+    try:
+        async with connect(args.url, args.token, wait=args.wait, on_state=on_state) as client:
+            if args.mode == "tail":
+                return await tail(client, args.rooms)
+            return await interactive(client)
+    except Disconnected as exc:
+        note(f"the server refused the connection: {exc}")
+        return 1
+    except ConnectError as exc:
+        note(f"{exc}; is the server running, and is the URL right?")
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    if not args.token:
+        parser.error("give a token: --token JWT (or set ROOMCAST_TOKEN); "
+                     "`roomcast token --sub NAME` mints one")
+    if args.mode == "tail" and not args.rooms:
+        parser.error("tail needs at least one ROOM, e.g. roomcast client URL --token T tail r1")
+    if args.mode is None and args.rooms:
+        parser.error(f"unexpected {args.rooms[0]!r}: the only mode is `tail ROOM`")
+    if not args.url.startswith(("ws://", "wss://")):
+        parser.error(f"the URL must start with ws:// or wss://, got {args.url!r}")
+    try:
+        return trio.run(amain, args)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
