@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import websockets.sync.client
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import UI_WAIT, PageOpener
 from tests.support import ServerProcess, make_token
@@ -183,3 +183,30 @@ def test_the_presence_list_shows_users_joining_and_leaving(
         expect(presence.locator('[data-user="bob"]')).to_be_visible()
     expect(presence.locator('[data-user="bob"]')).to_have_count(0, timeout=UI_WAIT)
     expect(presence.locator(f'[data-user="{open_page.user}"]')).to_be_visible()
+
+
+def test_the_page_fills_a_gap_the_server_did_not_replay_from_history(browser: Browser) -> None:
+    # A tiny outbox: the server replays only the newest few messages on resume and
+    # reports the rest as `missed`; the page fetches those from history.
+    server = ServerProcess("--max-pending", "8")
+    server.start()
+    opener = PageOpener(browser, server)
+    try:
+        page = opener(initialDelay=1500, jitter=0)
+        room = opener.room
+        wait_subscribed(page, room)
+        server.publish(room, {"n": 1})
+        expect(message(page, room, 1)).to_be_visible()
+        status, _ = server.api("POST", "/api/disconnect", {"user_id": opener.user, "code": 4409})
+        assert status == 200
+        for n in range(2, 12):
+            server.publish(room, {"n": n})
+        expect(page.get_by_test_id("notice").filter(has_text="were not replayed")).to_be_visible()
+        expect(message(page, room, 2)).to_be_visible()
+        shown = feed_messages(page)
+        assert [int(m["offset"]) for m in shown] == list(range(1, 12))
+        assert {m["via"] for m in shown[1:]} == {"replay", "history"}
+        assert shown[-1]["via"] == "replay" and shown[1]["via"] == "history"
+    finally:
+        opener.close()
+        server.kill()
