@@ -516,6 +516,10 @@ class RedisBackplane(Backplane):
                 level = 30 if self._first_attempt.is_set() else 40  # WARNING, then ERROR
                 log_event("redis backplane unreachable; retrying", level,
                           redis=self.where, error=self.down_reason)
+            except Exception as exc:  # a bug here must not take the node down: log, retry
+                self.down_reason = _describe(exc)
+                log_event("redis backplane failed; reconnecting", 40, exc_info=True,
+                          redis=self.where)
             finally:
                 self._ready = False
                 self._sub = None
@@ -532,33 +536,44 @@ class RedisBackplane(Backplane):
         pool = self._client.connection_pool
         assert pool.location is not None
         conn = pool.connection_class(pool.location, **cast(Any, self._sub_kwargs))
+        failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
-            await nursery.start(conn.run)
             try:
+                await nursery.start(conn.run)
                 self._sub = conn
-                rooms = list(self._watched.items())
-                channels = [CONTROL_CHANNEL.encode()] + [st.channel for _, st in rooms]
-                for i in range(0, len(channels), _CHUNK):
-                    conn.send_command(b"SUBSCRIBE", *channels[i:i + _CHUNK])
-                await self._ping(conn)
-                for _, st in rooms:
-                    st.subscribed.set()
-                await self._catch_up(sink, rooms)
-                await self._sync_revocations(sink)
-                self._ready = True
-                self.down_reason = ""
-                self._first_attempt.set()
-                self._kick.set()
-                if self.reconnects:
-                    log_event("redis backplane connected", redis=self.where,
-                              rooms=len(self._watched))
+                await self._resume(sink, conn)
                 nursery.start_soon(self._keepalive, conn)
                 await self._read(sink, conn)
+            except Exception as exc:  # raised below, outside the nursery's exception group
+                failure = exc
             finally:
                 self._ready = False
                 self._sub = None
                 conn.invalidate()
                 nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        raise RedisConnectionError("the pub/sub connection closed")
+
+    async def _resume(self, sink: Sink, conn: BaseConnection) -> None:
+        """Subscribe to every watched room and the control channel, deliver what was
+        missed while away, apply revocations made meanwhile, then become ready."""
+        rooms = list(self._watched.items())
+        channels = [CONTROL_CHANNEL.encode()] + [st.channel for _, st in rooms]
+        for i in range(0, len(channels), _CHUNK):
+            conn.send_command(b"SUBSCRIBE", *channels[i:i + _CHUNK])
+        await self._ping(conn)
+        for _, st in rooms:
+            st.subscribed.set()
+        await self._catch_up(sink, rooms)
+        await self._sync_revocations(sink)
+        sink.resumed()  # after the catch-up: offsets may start over from here on
+        self._ready = True
+        self.down_reason = ""
+        self._first_attempt.set()
+        self._kick.set()
+        if self.reconnects:
+            log_event("redis backplane connected", redis=self.where, rooms=len(self._watched))
 
     async def _ping(self, conn: BaseConnection) -> None:
         with trio.fail_after(self.command_timeout):
@@ -649,7 +664,7 @@ class RedisBackplane(Backplane):
         if after is None or upto <= after:
             return
         try:
-            got = await self._call(self._history_script, room_keys(room), [
+            got = await self._run(self._history_script, room_keys(room), [
                 new_epoch(), self._room_ttl_ms, after, upto - after, self._httl_ms])
         except BackplaneUnavailable as exc:
             log_event("could not fill a gap from history", 30, room=room, error=str(exc))
@@ -730,6 +745,10 @@ class RedisBackplane(Backplane):
         """Run a script now, or raise BackplaneUnavailable (never guess an answer)."""
         if not self._ready:
             raise BackplaneUnavailable(f"redis at {self.where}: {self.down_reason or 'down'}")
+        return await self._run(script, keys, args)
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script, turning every failure into BackplaneUnavailable."""
         try:
             return await script(keys=keys, args=args)
         except TimeoutError as exc:
@@ -759,7 +778,7 @@ class RedisBackplane(Backplane):
 
     async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
         st = self._watched.get(room)
-        if st is not None and not st.subscribed.is_set():
+        if st is not None and not st.subscribed.is_set() and self._ready:
             with trio.move_on_after(self.command_timeout):
                 await st.subscribed.wait()  # positions are read after the subscription
         args: list[Any] = [new_epoch(), self._room_ttl_ms, "", "", self._httl_ms]
@@ -845,6 +864,8 @@ class RedisBackplane(Backplane):
                     keys=[base + "p", base + "pu", self._index],
                     args=[self.instance, user, count, info, room_channel(room),
                           3 * self._presence_ttl_ms, f"{room}\0{user}"])
+        except _FAILURES:
+            self._dirty.add(key)  # sent again by the heartbeat once Redis answers
         except BaseException:
             self._dirty.add(key)
             raise

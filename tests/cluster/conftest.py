@@ -1,0 +1,113 @@
+"""A real redis-server per test (on a free port, so a test can kill and restart it), and
+several roomcast nodes sharing it (protocol §9)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from roomcast.router import Router
+from tests.support import WAIT, free_port, running_server
+
+REDIS_START = 10.0  # seconds redis-server may take to answer PING on a busy machine
+
+
+class RedisServer:
+    """A redis-server child process without persistence, on 127.0.0.1:`port`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: run `bash scripts/setup.sh --test`")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + REDIS_START
+        while not self.ping():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode} "
+                                   f"(is port {self.port} taken?)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer PING within {REDIS_START} s")
+            time.sleep(0.02)
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (inline form) and return the raw reply, for test set-ups."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as s:
+            s.sendall(" ".join(args).encode() + b"\r\n")
+            return s.recv(65536)
+
+    def kill(self) -> None:
+        """SIGKILL the server (by its PID) and wait for it to be gone."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=WAIT)
+        self.process = None
+
+    def restart(self) -> None:
+        """Kill it and start an empty one on the same port."""
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@asynccontextmanager
+async def cluster(redis: RedisServer, *names: str, http: bool = False, wait_ready: bool = True,
+                  **overrides: Any) -> AsyncIterator[list[Router]]:
+    """In-process roomcast nodes named `names`, all on `redis`, ready when yielded (unless
+    not `wait_ready`), each with its own HTTP port when `http`."""
+    async with AsyncExitStack() as stack:
+        routers = []
+        for name in names:
+            if http:
+                overrides["http_port"] = free_port()
+            router = await stack.enter_async_context(
+                running_server(backplane=redis.url, node=name, **overrides))
+            routers.append(router)
+        if wait_ready:
+            await wait_until(lambda: all(r.ready for r in routers))
+        yield routers
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll a condition that no event signals (e.g. a node's readiness), under a time-out."""
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - nothing signals these conditions
+            await trio.sleep(0.01)
