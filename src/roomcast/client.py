@@ -276,7 +276,7 @@ class Backoff:
     def delay(self, attempt: int, code: int | None = None,
               rand: Callable[[], float] = random.random) -> float:
         if code == 1001:  # draining: come back at once, spread out
-            return self.initial * rand()
+            return self.initial * (1 - rand())
         start = max(self.long_initial, self.initial) if code == 4429 else self.initial
         ceiling = min(self.maximum, start * self.factor ** min(attempt, 1000))
         return ceiling * (1 - self.jitter * rand())
