@@ -4,6 +4,8 @@ the client's token function) against a real `roomcast serve` process."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -133,3 +135,30 @@ def test_backoff_grows_by_the_factor_up_to_the_cap_with_full_jitter(
     assert delays["top"] == [500, 750, 1125, 1687.5, 30000]
     assert all(0 <= d < 0.1 for d in delays["bottom"])
     assert delays["custom"] == [100, 200, 400, 800, 1000, 1000]
+
+
+def test_a_publish_whose_reply_was_lost_is_sent_again_and_not_doubled(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    proxy = TcpProxy(server.port)
+    try:
+        page = open_page(url=proxy.url(), initialDelay=300)
+        room = open_page.room
+        expect(page.locator(f'[data-testid=room][data-room="{room}"]')).to_be_visible()
+        proxy.hold(up=False, down=True)  # the server gets the publish; its reply is lost
+        page.get_by_test_id("pub-data").fill('{"once": true}')
+        page.get_by_test_id("publish").click()
+        expect(page.get_by_test_id("pub-result")).to_have_text("publishing…")
+        # The server has it once it is in history (another process: poll, bounded).
+        deadline = time.monotonic() + 10
+        while not server.api("GET", f"/api/history?room={room}")[1]["messages"]:
+            assert time.monotonic() < deadline, "the publish never reached the server"
+            page.wait_for_timeout(50)
+        proxy.cut()  # the page reconnects and sends it again with the same key
+        expect(page.get_by_test_id("pub-result")).to_have_text(
+            f"published to {room} at offset 1 (duplicate)")
+        expect(page.locator("li.message")).to_have_count(1)
+        history = server.api("GET", f"/api/history?room={room}")[1]
+        assert [m["data"] for m in history["messages"]] == [{"once": True}]
+    finally:
+        proxy.close()
