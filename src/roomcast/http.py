@@ -155,6 +155,8 @@ class HttpApi:
             Route("/api/stats", api("/api/stats", self.stats), methods=["GET"]),
             Route("/", self._counted("/", self.static), methods=["GET"]),
             Route("/roomcast.js", self._counted("/roomcast.js", self.static), methods=["GET"]),
+            Route("/roomcast.json", self._counted("/roomcast.json", self.where),
+                  methods=["GET"]),
         ]
         self.app = Starlette(routes=routes,
                              exception_handlers={HTTPException: self._http_exception})
@@ -284,6 +286,10 @@ class HttpApi:
 
     async def metrics(self, request: Request) -> Response:
         return Response(render(self.registry), media_type=METRICS_CONTENT_TYPE)
+
+    async def where(self, request: Request) -> Response:
+        """Where the WebSocket listener is, so the demo page needs no guessing."""
+        return json_response({"ws_port": self.router.ws_port, "ws_path": self.router.settings.path})
 
     async def static(self, request: Request) -> Response:
         name, content_type = _STATIC[request.url.path]

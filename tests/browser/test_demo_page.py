@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 import websockets.sync.client
 from playwright.sync_api import Browser, Page, expect
@@ -210,3 +211,19 @@ def test_the_page_fills_a_gap_the_server_did_not_replay_from_history(browser: Br
     finally:
         opener.close()
         server.kill()
+
+
+def test_the_page_finds_the_websocket_listener_without_a_url_parameter(
+    browser: Browser, server: ServerProcess
+) -> None:
+    assert server.port != server.http_port - 1  # not the default layout the page guesses
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        token = make_token("locator", rooms=["*"], publish=["*"])
+        page.goto(server.http_url("/?" + urlencode({"token": token})))
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+        assert page.input_value("#url") == f"ws://127.0.0.1:{server.port}/ws"
+    finally:
+        context.close()

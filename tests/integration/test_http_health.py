@@ -104,3 +104,13 @@ async def test_the_http_port_is_closed_when_the_server_stops() -> None:
         assert (await http_request(router, "GET", "/healthz")).status == 200
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_roomcast_json_says_where_the_websocket_listener_is() -> None:
+    async with running_server(http_port=free_port(), path="/live") as router:
+        response = await http_request(router, "GET", "/roomcast.json")
+        assert response.status == 200
+        where = response.json()
+        assert where == {"ws_port": router.ws_port, "ws_path": "/live"}
+        async with connect(router) as client:  # the port and path it names really serve
+            assert client.connected["type"] == "connected"
