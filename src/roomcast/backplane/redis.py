@@ -34,6 +34,7 @@ each offset once and in order.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import secrets
@@ -46,8 +47,7 @@ import msgspec
 import trio
 from coredis.connection import BaseConnection
 from coredis.exceptions import ConnectionError as RedisConnectionError
-from coredis.exceptions import RedisError
-from coredis.retry import NoRetryPolicy
+from coredis.exceptions import NoScriptError, RedisError
 
 from roomcast.backplane.base import (
     Backplane,
@@ -367,6 +367,24 @@ _REVOCATIONS = "return redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WI
 _CONTROL = "return redis.call('PUBLISH', ARGV[1], ARGV[2])"
 
 
+class _Script:
+    """A Lua script's source and SHA1, for EVALSHA with an EVAL fallback."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest().encode()
+
+
+PUBLISH, POSITION, HISTORY, OFFSETS = (
+    _Script(_PUBLISH), _Script(_POSITION), _Script(_HISTORY), _Script(_OFFSETS))
+PRESENCE_SET, PRESENCE_GET = _Script(_PRESENCE_SET), _Script(_PRESENCE_GET)
+HEARTBEAT, REAP, RENEW, CLUSTER = (
+    _Script(_HEARTBEAT), _Script(_REAP), _Script(_RENEW), _Script(_CLUSTER))
+REVOKE, REVOCATIONS, CONTROL = _Script(_REVOKE), _Script(_REVOCATIONS), _Script(_CONTROL)
+
+
 def room_keys(room: str) -> list[str]:
     """The five keys of a room's stream, in the order every stream script takes them."""
     base = f"{PREFIX}{{{room}}}:"
@@ -419,39 +437,28 @@ class RedisBackplane(Backplane):
         self.settings = settings
         self.instance = f"{settings.node}#{secrets.token_hex(3)}"
         client_name = "".join(c if c.isalnum() or c in "-_.:#" else "_" for c in self.instance)
+        self._client_name = client_name
         try:
-            self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
-                settings.backplane,
-                retry_policy=NoRetryPolicy(),  # a retried publish could publish twice
-                connect_timeout=self.command_timeout,
+            # Only to read the URL (host, port, db, credentials, TLS); commands go over
+            # connections of our own: coredis's client path costs ~100 us of CPU per
+            # command where a request on a connection costs ~25 us (benchmarks/).
+            pool = coredis.ConnectionPool.from_url(
+                settings.backplane, connect_timeout=self.command_timeout,
                 stream_timeout=self.command_timeout,
-                client_name=f"roomcast:{client_name}",
             )
         except ValueError as exc:
             raise SettingsError(
                 f"backplane: cannot use {settings.backplane!r} ({exc}); "
                 "write it as redis://HOST:PORT/DB"
             ) from exc
-        pool = self._client.connection_pool
+        if pool.location is None:
+            raise SettingsError(f"backplane: no host in {settings.backplane!r}; "
+                                "write it as redis://HOST:PORT/DB")
         self.where = str(pool.location)
-        self._sub_kwargs = {k: v for k, v in pool.connection_kwargs.items()
-                            if k != "processing_budget"}
-        self._sub_kwargs["client_name"] = f"roomcast-sub:{client_name}"
-        self._sub_kwargs["stream_timeout"] = self.command_timeout
-        c = self._client
-        self._publish_script = c.register_script(_PUBLISH)
-        self._position_script = c.register_script(_POSITION)
-        self._history_script = c.register_script(_HISTORY)
-        self._offsets_script = c.register_script(_OFFSETS)
-        self._presence_set_script = c.register_script(_PRESENCE_SET)
-        self._presence_get_script = c.register_script(_PRESENCE_GET)
-        self._heartbeat_script = c.register_script(_HEARTBEAT)
-        self._reap_script = c.register_script(_REAP)
-        self._renew_script = c.register_script(_RENEW)
-        self._cluster_script = c.register_script(_CLUSTER)
-        self._revoke_script = c.register_script(_REVOKE)
-        self._revocations_script = c.register_script(_REVOCATIONS)
-        self._control_script = c.register_script(_CONTROL)
+        self._location = pool.location
+        self._connection_class: Any = pool.connection_class
+        self._conn_kwargs = {k: v for k, v in pool.connection_kwargs.items()
+                             if k != "processing_budget"}
 
         s = settings
         self._size = s.history_size
@@ -464,7 +471,8 @@ class RedisBackplane(Backplane):
 
         self._sink: Sink | None = None
         self._ready = False
-        self._sub: BaseConnection | None = None
+        self._sub: BaseConnection | None = None  # pub/sub
+        self._cmd: BaseConnection | None = None  # every command, pipelined
         self._watched: dict[str, _Room] = {}
         self._channels: dict[bytes, str] = {}
         self._events: dict[bytes, str | None] = {}
@@ -474,6 +482,7 @@ class RedisBackplane(Backplane):
         self._revoked_seen: dict[str, float] = {}
         self._kick = trio.Event()
         self._first_attempt = trio.Event()
+        self._registered = False  # the heartbeat has put this node in rc:nodes
         self.down_reason = "not connected yet"
         # Counters, shown in stats().
         self.received = 0
@@ -493,7 +502,7 @@ class RedisBackplane(Backplane):
         """Keep a pub/sub connection (reconnecting with jittered backoff) and the node's
         heartbeat; started once the first connection attempt has succeeded or failed."""
         self._sink = sink
-        async with self._client, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(self._subscriber, sink)
             with trio.move_on_after(2 * self.command_timeout + 1):
                 await self._first_attempt.wait()
@@ -530,30 +539,46 @@ class RedisBackplane(Backplane):
             backoff = min(backoff * 2, self.max_backoff)
             self.reconnects += 1
 
+    def _connection(self, role: str) -> BaseConnection:
+        """A new (not yet running) connection to the configured Redis."""
+        kwargs = {**self._conn_kwargs, "client_name": f"roomcast-{role}:{self._client_name}"}
+        conn: BaseConnection = self._connection_class(self._location, **kwargs)
+        return conn
+
     async def _session(self, sink: Sink) -> None:
-        """One pub/sub connection's life: subscribe to every watched room and the control
-        channel, catch up on what was missed, then deliver until the connection fails."""
-        pool = self._client.connection_pool
-        assert pool.location is not None
-        conn = pool.connection_class(pool.location, **cast(Any, self._sub_kwargs))
+        """One life of the two connections (pub/sub, commands): subscribe to every watched
+        room and the control channel, catch up on what was missed, then deliver until
+        either connection fails."""
+        sub, cmd = self._connection("sub"), self._connection("cmd")
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
             try:
-                await nursery.start(conn.run)
-                self._sub = conn
-                await self._resume(sink, conn)
-                nursery.start_soon(self._keepalive, conn)
-                await self._read(sink, conn)
+                await nursery.start(self._lifeline, sub, nursery.cancel_scope)
+                await nursery.start(self._lifeline, cmd, nursery.cancel_scope)
+                self._sub, self._cmd = sub, cmd
+                await self._resume(sink, sub)
+                nursery.start_soon(self._keepalive, sub)
+                nursery.start_soon(self._keepalive, cmd)
+                await self._read(sink, sub)
             except Exception as exc:  # raised below, outside the nursery's exception group
                 failure = exc
             finally:
                 self._ready = False
-                self._sub = None
-                conn.invalidate()
+                self._sub = self._cmd = None
+                sub.invalidate()
+                cmd.invalidate()
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        raise RedisConnectionError("the pub/sub connection closed")
+        raise RedisConnectionError(self.down_reason or "the connection to Redis closed")
+
+    async def _lifeline(self, conn: BaseConnection, session: trio.CancelScope, *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run a connection; when it ends, so does the session."""
+        await conn.run(task_status=task_status)
+        if not session.cancel_called:
+            self.down_reason = self.down_reason or "the connection to Redis closed"
+            session.cancel()
 
     async def _resume(self, sink: Sink, conn: BaseConnection) -> None:
         """Subscribe to every watched room and the control channel, deliver what was
@@ -593,19 +618,20 @@ class RedisBackplane(Backplane):
     async def _leave(self) -> None:
         """On shutdown: take this node's presence out now rather than after presence_ttl.
         Runs shielded while everything else is cancelled, so on a connection of its own."""
-        if not self._ready:
+        if not self._registered:
             return
+        conn = self._connection("leave")
         try:
-            async with coredis.Redis.from_url(
-                self.settings.backplane, retry_policy=NoRetryPolicy(),
-                connect_timeout=0.5, stream_timeout=0.5,
-            ) as client:
-                reap = client.register_script(_REAP)
-                for _ in range(1000):
-                    done: Any = await reap(keys=[_NODES, _NODESTATS, self._index],
-                                           args=[self.instance, PREFIX, "0"])
-                    if done == 1:
-                        break
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.run)
+                try:
+                    for _ in range(1000):
+                        done = await self._eval(conn, REAP, [_NODES, _NODESTATS, self._index],
+                                                [self.instance, PREFIX, "0"])
+                        if done == 1:
+                            break
+                finally:
+                    conn.invalidate()
         except Exception as exc:  # best effort: presence_ttl cleans up anyway
             log_event("could not remove this node's presence on shutdown", 30,
                       redis=self.where, error=_describe(exc))
@@ -664,7 +690,7 @@ class RedisBackplane(Backplane):
         if after is None or upto <= after:
             return
         try:
-            got = await self._run(self._history_script, room_keys(room), [
+            got = await self._run(HISTORY, room_keys(room), [
                 new_epoch(), self._room_ttl_ms, after, upto - after, self._httl_ms])
         except BackplaneUnavailable as exc:
             log_event("could not fill a gap from history", 30, room=room, error=str(exc))
@@ -695,7 +721,7 @@ class RedisBackplane(Backplane):
         for i in range(0, len(known), _CHUNK):
             chunk = known[i:i + _CHUNK]
             keys = [k for room, _ in chunk for k in room_keys(room)[:2]]
-            reply = cast(list[Any], await self._offsets_script(keys=keys))
+            reply = cast(list[Any], await self._exec(OFFSETS, keys, []))
             for j, (room, st) in enumerate(chunk):
                 offset, epoch = int(reply[2 * j]), bytes(reply[2 * j + 1])
                 if st.last is not None and epoch == st.epoch and offset > st.last:
@@ -730,7 +756,7 @@ class RedisBackplane(Backplane):
     async def _sync_revocations(self, sink: Sink) -> None:
         """Apply revocations made while this node was away (or before it started)."""
         now = time.time()
-        reply = cast(list[Any], await self._revocations_script(keys=[_REVOKED], args=[now]))
+        reply = cast(list[Any], await self._exec(REVOCATIONS, [_REVOKED], [now]))
         for i in range(0, len(reply), 2):
             jti, forget_at = bytes(reply[i]).decode(errors="replace"), float(reply[i + 1])
             if self._revoked_seen.get(jti, -math.inf) >= forget_at:
@@ -741,16 +767,34 @@ class RedisBackplane(Backplane):
             self._revoked_seen = {j: t for j, t in self._revoked_seen.items() if t > now}
 
     # ------------------------------------------------------------ commands
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _eval(self, conn: BaseConnection, script: _Script, keys: list[str],
+                    args: list[Any]) -> Any:
+        """EVALSHA on `conn` (requests pipeline on it); EVAL when Redis lacks the script
+        (NOSCRIPT means it did not run, so running it again is safe)."""
+        try:
+            return await conn.create_request(b"EVALSHA", script.sha, len(keys), *keys, *args,
+                                             timeout=self.command_timeout)
+        except NoScriptError:
+            return await conn.create_request(b"EVAL", script.source, len(keys), *keys, *args,
+                                             timeout=self.command_timeout)
+
+    async def _exec(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """Run a script on the command connection (Redis errors raised as they are)."""
+        conn = self._cmd
+        if conn is None:
+            raise RedisConnectionError(self.down_reason or "not connected")
+        return await self._eval(conn, script, keys, args)
+
+    async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script now, or raise BackplaneUnavailable (never guess an answer)."""
         if not self._ready:
             raise BackplaneUnavailable(f"redis at {self.where}: {self.down_reason or 'down'}")
         return await self._run(script, keys, args)
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script, turning every failure into BackplaneUnavailable."""
         try:
-            return await script(keys=keys, args=args)
+            return await self._exec(script, keys, args)
         except TimeoutError as exc:
             raise BackplaneUnavailable(
                 f"redis at {self.where} did not answer within {self.command_timeout:g} s"
@@ -763,7 +807,7 @@ class RedisBackplane(Backplane):
         idempotency_key: str | None = None,
     ) -> PublishResult:
         try:
-            reply = await self._call(self._publish_script, room_keys(room), [
+            reply = await self._call(PUBLISH, room_keys(room), [
                 room_channel(room), template.head, template.tail, _json_encode(event),
                 idempotency_key or "", new_epoch(), self._size, self._httl_ms,
                 self._window_ms, self.settings.idempotency_max_keys, self._room_ttl_ms,
@@ -784,7 +828,7 @@ class RedisBackplane(Backplane):
         args: list[Any] = [new_epoch(), self._room_ttl_ms, "", "", self._httl_ms]
         if since is not None:
             args[2], args[3] = since[0], since[1]
-        reply = cast(list[Any], await self._call(self._position_script, room_keys(room), args))
+        reply = cast(list[Any], await self._call(POSITION, room_keys(room), args))
         offset, epoch = int(reply[0]), bytes(reply[1])
         st = self._watched.get(room)
         if st is not None and (st.last is None or st.epoch != epoch):
@@ -800,7 +844,7 @@ class RedisBackplane(Backplane):
         return RoomPosition(offset, epoch.decode(), recovered, messages, missed)
 
     async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
-        reply = cast(list[Any], await self._call(self._history_script, room_keys(room), [
+        reply = cast(list[Any], await self._call(HISTORY, room_keys(room), [
             new_epoch(), self._room_ttl_ms, "" if since is None else since, limit,
             self._httl_ms]))
         return HistoryPage(int(reply[0]), bytes(reply[1]).decode(),
@@ -860,10 +904,9 @@ class RedisBackplane(Backplane):
             while key in self._dirty:
                 self._dirty.discard(key)
                 count, info = self._mine.get(key, (0, b"{}"))
-                await self._presence_set_script(
-                    keys=[base + "p", base + "pu", self._index],
-                    args=[self.instance, user, count, info, room_channel(room),
-                          3 * self._presence_ttl_ms, f"{room}\0{user}"])
+                await self._exec(PRESENCE_SET, [base + "p", base + "pu", self._index], [
+                    self.instance, user, count, info, room_channel(room),
+                    3 * self._presence_ttl_ms, f"{room}\0{user}"])
         except _FAILURES:
             self._dirty.add(key)  # sent again by the heartbeat once Redis answers
         except BaseException:
@@ -874,7 +917,7 @@ class RedisBackplane(Backplane):
 
     async def presence(self, room: str) -> list[dict[str, Any]]:
         reply = cast(list[Any], await self._call(
-            self._presence_get_script, [f"{PREFIX}{{{room}}}:p", _NODES], []))
+            PRESENCE_GET, [f"{PREFIX}{{{room}}}:p", _NODES], []))
         users = []
         for i in range(0, len(reply), 3):
             try:
@@ -908,9 +951,9 @@ class RedisBackplane(Backplane):
             counts = local()
             stats["connections"] = counts.get("connections", 0)
             stats["users"] = counts.get("users", 0)
-        reply = cast(list[Any], await self._heartbeat_script(
-            keys=[_NODES, _NODESTATS, self._index],
-            args=[self.instance, self._presence_ttl_ms, _json_encode(stats)]))
+        reply = cast(list[Any], await self._exec(HEARTBEAT, [_NODES, _NODESTATS, self._index], [
+            self.instance, self._presence_ttl_ms, _json_encode(stats)]))
+        self._registered = True
         if int(reply[0]) == 1:
             self._dirty.update(self._mine)  # new here, or reaped while away: say it all again
         for key in list(self._dirty):
@@ -921,14 +964,13 @@ class RedisBackplane(Backplane):
         for i in range(0, len(rooms), _CHUNK):
             chunk = rooms[i:i + _CHUNK]
             n_watched = max(0, min(len(watched) - i, len(chunk)))
-            await self._renew_script(keys=[], args=[
+            await self._exec(RENEW, [], [
                 PREFIX, self._room_ttl_ms, 3 * self._presence_ttl_ms, n_watched, *chunk])
         for dead in reply[1:]:
             node = bytes(dead).decode()
             for _ in range(1000):
-                done: Any = await self._reap_script(
-                    keys=[_NODES, _NODESTATS, f"{PREFIX}n:{node}:i"],
-                    args=[node, PREFIX, "1"])
+                done = await self._exec(REAP, [_NODES, _NODESTATS, f"{PREFIX}n:{node}:i"],
+                                        [node, PREFIX, "1"])
                 if done == 1:
                     break
             log_event("reaped a dead node's presence", node=node)
@@ -940,16 +982,16 @@ class RedisBackplane(Backplane):
             now = time.time()
             expires = payload.get("expires_at")
             forget_at = float(expires) if expires is not None else now + _REVOKE_KEEP
-            await self._call(self._revoke_script, [_REVOKED], [
+            await self._call(REVOKE, [_REVOKED], [
                 CONTROL_CHANNEL, message, str(payload["jti"]), forget_at, now])
         else:
-            await self._call(self._control_script, [], [CONTROL_CHANNEL, message])
+            await self._call(CONTROL, [], [CONTROL_CHANNEL, message])
 
     async def stats(self) -> dict[str, Any]:
         """Cluster-wide: the live nodes (from their heartbeats) and their connections as
         of each one's last heartbeat; and this node's backplane counters."""
         reply = cast(list[Any], await self._call(
-            self._cluster_script, [_NODES, _NODESTATS], []))
+            CLUSTER, [_NODES, _NODESTATS], []))
         nodes = [msgspec.json.decode(raw) for raw in reply]
         return {
             "nodes": len(nodes),
