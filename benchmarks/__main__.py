@@ -50,11 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run the websockets and naive trio-websocket peers")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="publish for this long in the fan-out, max-rate, rooms and "
-                        "slow-consumer scenarios (default: 8 s, max rate 5 s; 2 s with --quick)")
+                        "slow-consumer scenarios (default: 6 s, max rate 4 s; 2 s with --quick)")
     parser.add_argument("--soak", action="store_true",
                         help="add the long scenario: 19k connections held for 5 minutes")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results",
                         help="where the JSON results (and server logs) go")
+    parser.add_argument("--roomcast-src", type=Path, default=None, metavar="DIR",
+                        help="import roomcast from DIR (a patched copy of src/) to measure "
+                        "a change before it lands")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the server with py-spy during each measured window "
+                        "(collapsed stacks next to the server logs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run's numbers")
     return parser
 
@@ -159,6 +165,7 @@ def _meta(args: argparse.Namespace, bench: Bench, fd_limit: int) -> dict[str, An
         "open_files_limit": fd_limit,
         "load_average_at_start": os.getloadavg(),
         "runs": args.runs,
+        "roomcast_src": str(bench.roomcast_src or REPO / "src"),
         "quick": args.quick,
         "sizes": asdict(bench.sizes),
     }
@@ -180,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pin(0, gen_cores[0])
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results_dir: Path = args.results_dir
-    bench = Bench(sizes, server_core, gen_cores, results_dir / "logs" / stamp, args.verbose)
+    bench = Bench(sizes, server_core, gen_cores, results_dir / "logs" / stamp, args.verbose,
+                  args.roomcast_src.resolve() if args.roomcast_src else None, args.profile)
     meta = _meta(args, bench, fd_limit)
     cases = plan(names, sizes, args.peers, bench, fd_limit)
     print(f"roomcast benchmarks: {', '.join(names)}; {args.runs} run(s) per case; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,8 +96,9 @@ class Server:
     """One server process on 127.0.0.1:`port`, pinned to `core`, its output in `log`."""
 
     def __init__(self, target: str, port: int, core: int | None, log: Path,
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, src: Path | None = None) -> None:
         self.target = target
+        self.src = src  # import roomcast from here instead (to measure a patch)
         self.port = port
         self.core = core
         self.log = log
@@ -123,8 +125,9 @@ class Server:
         """Start the process and return once it accepts connections."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        paths = [str(self.src)] if self.src and self.target == "roomcast" else []
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
+            p for p in (*paths, str(REPO), env.get("PYTHONPATH", "")) if p
         )
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log, "ab") as out:
@@ -187,3 +190,37 @@ class Server:
             return self.log.read_text(errors="replace").count(needle)
         except OSError:
             return 0
+
+
+class Profiler:
+    """py-spy sampling a server process into a collapsed-stack file (flamegraph input)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], path: Path) -> None:
+        self.proc = proc
+        self.path = path
+
+    def stop(self) -> None:
+        """End the recording (SIGINT makes py-spy write what it has) and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def profiler(server: Server, seconds: float) -> Profiler | None:
+    """Start py-spy on `server` for at most `seconds`, if py-spy is installed."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        print("--profile: py-spy is not installed (pip install py-spy); not profiling",
+              file=sys.stderr)
+        return None
+    path = server.log.with_suffix(".profile.txt")
+    proc = subprocess.Popen(
+        [spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "250",
+         "--nonblocking", "--duration", str(max(1, int(seconds))), "-o", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    time.sleep(0.3)  # let it attach before the window opens
+    return Profiler(proc, path)
