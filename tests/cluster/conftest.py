@@ -68,9 +68,18 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL the server (by its PID) and wait for it to be gone."""
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
+            os.kill(self.process.pid, signal.SIGKILL)  # works on a stopped process too
             self.process.wait(timeout=WAIT)
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but answers nothing."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def restart(self) -> None:
         """Kill it and start an empty one on the same port."""

@@ -431,7 +431,7 @@ class RedisBackplane(Backplane):
     min_backoff = 0.05
     max_backoff = 2.0
     command_timeout = 3.0  # seconds to wait for any one Redis reply
-    keepalive_interval = 1.0  # seconds between PINGs on the pub/sub connection
+    keepalive_interval = 1.0  # seconds between PINGs on each connection
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -490,6 +490,7 @@ class RedisBackplane(Backplane):
         self.filled = 0
         self.lost = 0
         self.reconnects = 0
+        self.sessions = 0  # times the node became ready
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -515,26 +516,32 @@ class RedisBackplane(Backplane):
                     await self._leave()
 
     async def _subscriber(self, sink: Sink) -> None:
+        """Run sessions one after another, with jittered exponential backoff between
+        failed attempts; logs when Redis goes away, then every 30 s while it stays away."""
         backoff = self.min_backoff
+        logged_at = -math.inf
         while True:
-            started = trio.current_time()
+            sessions = self.sessions
             try:
                 await self._session(sink)
             except _FAILURES as exc:
-                self.down_reason = _describe(exc)
-                level = 30 if self._first_attempt.is_set() else 40  # WARNING, then ERROR
-                log_event("redis backplane unreachable; retrying", level,
-                          redis=self.where, error=self.down_reason)
+                self.down_reason = self.down_reason or _describe(exc)  # the first cause
             except Exception as exc:  # a bug here must not take the node down: log, retry
                 self.down_reason = _describe(exc)
                 log_event("redis backplane failed; reconnecting", 40, exc_info=True,
                           redis=self.where)
             finally:
                 self._ready = False
-                self._sub = None
+                self._sub = self._cmd = None
                 self._first_attempt.set()
-            if trio.current_time() - started > 10 * self.max_backoff:
+            now = trio.current_time()
+            if self.sessions != sessions:  # it was up: start over from the shortest delay
                 backoff = self.min_backoff
+                logged_at = -math.inf
+            if now - logged_at >= 30:
+                logged_at = now
+                log_event("redis backplane unreachable; /readyz answers 503 until it is back",
+                          30, redis=self.where, error=self.down_reason)
             await trio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, self.max_backoff)
             self.reconnects += 1
@@ -594,6 +601,7 @@ class RedisBackplane(Backplane):
         await self._sync_revocations(sink)
         sink.resumed()  # after the catch-up: offsets may start over from here on
         self._ready = True
+        self.sessions += 1
         self.down_reason = ""
         self._first_attempt.set()
         self._kick.set()
