@@ -153,7 +153,9 @@ class ProtocolError(Exception):
 
 
 _command_decoder = msgspec.json.Decoder(ClientCommand)
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
+# float_hook: a number beyond a double (1e400) must not hide what else is wrong with a frame.
+_envelope_decoder = msgspec.json.Decoder(_Envelope, float_hook=float)
+_json_decoder = msgspec.json.Decoder(float_hook=float)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -175,6 +177,15 @@ def parse(
 ) -> ClientCommand | CustomCommand:
     """One text frame to a command; raises ProtocolError with the reply to send."""
     try:
+        return _parse(text, custom_types)
+    except RecursionError:  # grammatical JSON, nested deeper than the decoder goes
+        raise ProtocolError(BAD_REQUEST, "the frame nests JSON too deeply") from None
+
+
+def _parse(
+    text: str | bytes, custom_types: Container[str] = frozenset()
+) -> ClientCommand | CustomCommand:
+    try:
         command: ClientCommand = _command_decoder.decode(text)
     except msgspec.DecodeError as exc:
         failure = exc
@@ -185,6 +196,12 @@ def parse(
     try:
         envelope = _envelope_decoder.decode(text)
     except msgspec.ValidationError:
+        try:  # not an object; but is it JSON at all? (`[1,` fails as "not an object" first)
+            _json_decoder.decode(text)
+        except msgspec.ValidationError:
+            pass
+        except msgspec.DecodeError:
+            raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
         raise ProtocolError(BAD_REQUEST, "a command must be a JSON object") from None
     except msgspec.DecodeError:
         raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
@@ -249,12 +266,17 @@ class MessageView(msgspec.Struct):
     data: Any = None
 
 
-_view_decoder = msgspec.json.Decoder(MessageView)
+# float_hook: numbers beyond a double (1e400) become inf instead of failing the decode.
+_view_decoder = msgspec.json.Decoder(MessageView, float_hook=float)
 
 
 def message_data(payload: bytes) -> Any:
-    """The `data` of an encoded message frame."""
-    return _view_decoder.decode(payload).data
+    """The `data` of an encoded message frame; None when it cannot be decoded here (nested
+    deeper than this stack allows), so that filters on it simply do not match."""
+    try:
+        return _view_decoder.decode(payload).data
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 # ---------------------------------------------------------------- WebSocket framing
