@@ -132,7 +132,7 @@ class RoomLog:
             newest = list(islice(reversed(ring), limit))
             newest.reverse()
             return newest
-        skip = max(since - ring[0].offset + 1, 0)
+        skip = min(max(since - ring[0].offset + 1, 0), len(ring))  # since may be huge
         return list(islice(ring, skip, skip + limit))
 
     def prune(self, now: float) -> None:
