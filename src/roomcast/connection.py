@@ -45,6 +45,7 @@ async def run_connection(router: Router, conn: Conn, ws: WebSocketConnection, wi
 
 async def _reader(router: Router, conn: Conn, ws: WebSocketConnection) -> None:
     """Frames in: text goes to the Router, binary gets an error, a close ends it."""
+    limit = router.settings.max_message_bytes
     try:
         while True:
             try:
@@ -56,6 +57,10 @@ async def _reader(router: Router, conn: Conn, ws: WebSocketConnection) -> None:
                 return
             if isinstance(message, bytes):
                 router.binary_frame(conn)
+            elif len(message) * 4 > limit and len(message.encode()) > limit:
+                # trio-websocket measures text in characters; the limit is in bytes (§6).
+                conn.close(p.TOO_BIG, f"frame larger than {limit} bytes")
+                return
             else:
                 await router.handle(conn, message)
     except Exception:
