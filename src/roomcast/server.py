@@ -149,6 +149,7 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
         if handshake.cancelled_caught:
             nursery.cancel_scope.cancel()
             return
+        wire.close_reason = lambda: ws.closed
         await _session(router, ws, wire, head, remote, remote_ip)
         nursery.cancel_scope.cancel()
 

@@ -3,6 +3,8 @@ stamps `last_seen` on every read, and serialises every write with one lock."""
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -21,6 +23,9 @@ class WireStream(trio.abc.Stream):
         self._lock = trio.Lock()
         self.on_receive: _Seen | None = None
         self.broken = False  # a write was cut short: never write again
+        self.close_sent = False  # a close frame has gone out
+        # The WebSocket's close reason (code, reason) once it has one; see aclose.
+        self.close_reason: Callable[[], object] | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._replay:
@@ -35,10 +40,29 @@ class WireStream(trio.abc.Stream):
         if self.broken:
             raise trio.BrokenResourceError("an earlier write was cut short")
         async with self._lock:
+            if data[:1] == b"\x88":
+                self.close_sent = True
             await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
+        """Close the socket. When the WebSocket layer fails a connection by itself (a text
+        frame that is not UTF-8: 1007, a malformed frame: 1002) trio-websocket closes without
+        a close frame; send one first, so the client learns why (RFC 6455 §7.1.7)."""
+        reason = self.close_reason() if self.close_reason is not None else None
+        code = getattr(reason, "code", None)
+        if isinstance(code, int) and code not in (1005, 1006, 1015) and not (
+            self.close_sent or self.broken
+        ):
+            text = str(getattr(reason, "reason", None) or "").encode()[:120]
+            with trio.move_on_after(1.0):
+                try:
+                    async with self._lock:
+                        await self._stream.send_all(struct.pack("!BBH", 0x88, 2 + len(text),
+                                                                code) + text)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+            self.close_sent = True
         await self._stream.aclose()
