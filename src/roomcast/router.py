@@ -711,15 +711,16 @@ class Router:
         next_sweep = now + period
         next_ping = now + s.heartbeat_interval
         while True:
-            with trio.move_on_at(next_sweep) as wake:
+            # Wake for pings too: when timeout/3 < interval, sweeps alone would ping late.
+            with trio.move_on_at(min(next_sweep, next_ping)) as wake:
                 self._wake = wake
                 if self._expiries:
-                    wake.deadline = min(next_sweep, self._expiries[0][0])
+                    wake.deadline = min(wake.deadline, self._expiries[0][0])
                 await trio.sleep_forever()
             self._wake = None
             now = trio.current_time()
             self._expire_tokens(now)
-            if now >= next_sweep:
+            if now >= next_sweep or now >= next_ping:
                 ping = now >= next_ping
                 if ping:
                     next_ping = now + s.heartbeat_interval
