@@ -902,6 +902,7 @@ class RawClient:
         self.pending: deque[Event] = deque()
         self.parts: list[Any] = []
         self.closed: Closed | None = None
+        self.answer_pings = True  # False: hand pings to the caller, unanswered (a dead client)
 
     async def handshake(self, host: str, target: str) -> None:
         await self.stream.send_all(self.ws.send(Request(host=host, target=target)))
@@ -944,8 +945,9 @@ class RawClient:
             n, "little")
         await self.stream.send_all(head + mask + masked)
 
-    async def receive(self) -> str | bytes | Closed | Pong:
-        """The next whole data message, a pong, or the close (pings are answered)."""
+    async def receive(self) -> str | bytes | Closed | Pong | Ping:
+        """The next whole data message, a pong, or the close (pings are answered, or
+        returned when `answer_pings` is off)."""
         if self.closed is not None:
             return self.closed
         while True:
@@ -960,6 +962,8 @@ class RawClient:
                     parts, self.parts = self.parts, []
                     return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
             elif isinstance(event, Ping):
+                if not self.answer_pings:
+                    return event
                 await self._send_quietly(self.ws.send(event.response()))
             elif isinstance(event, Pong):
                 return event
@@ -1328,7 +1332,7 @@ class Fuzzer:
                 if isinstance(got, Closed):
                     self.report.closes[got.code] += 1
                     return got
-                if isinstance(got, Pong):
+                if isinstance(got, Pong | Ping):
                     raise FuzzFailure(f"a pong nobody asked for, waiting for {what}")
                 if isinstance(got, bytes):
                     raise FuzzFailure(f"a binary frame from the server, waiting for {what}")
@@ -1420,6 +1424,8 @@ class Fuzzer:
                 if isinstance(got, Closed):
                     self.report.closes[got.code] += 1
                     return self._justify(session, got, "after a WebSocket ping")
+                if not isinstance(got, str):
+                    raise FuzzFailure(f"{_short(got)} arrived when only a pong was due")
                 frame = json.loads(got)
                 if not isinstance(frame, dict) or frame.get("type") not in ("message", "joined",
                                                                               "left"):
