@@ -129,6 +129,20 @@ async def test_an_idempotency_key_is_honoured_across_nodes(redis: RedisServer) -
         assert other["offset"] == 2
 
 
+async def test_an_idempotency_key_is_forgotten_after_the_window(redis: RedisServer) -> None:
+    async with cluster(redis, "n1", "n2", idempotency_window=0.5) as (a, b):
+        for n in range(150):  # more expired keys than one publish prunes (100)
+            assert await a.publish_result("once", {"n": n}, idempotency_key=f"k{n}") == (
+                n + 1, False)
+        assert await b.publish_result("once", {}, idempotency_key="k149") == (150, True)
+        # Redis's clock decides: nothing to wait on but time. A publish in between keeps
+        # the room's key set alive while k149 itself grows older than the window.
+        await trio.sleep(0.3)
+        assert await b.publish_result("once", {}, idempotency_key="other") == (151, False)
+        await trio.sleep(0.3)
+        assert await b.publish_result("once", {}, idempotency_key="k149") == (152, False)
+
+
 async def test_a_node_subscribes_in_redis_only_to_rooms_it_has_subscribers_in(
     redis: RedisServer,
 ) -> None:

@@ -114,7 +114,10 @@ if idem ~= '' then
     redis.call('HDEL', KEYS[4], unpack(old))
   end
   local seen = redis.call('HGET', KEYS[4], idem)
-  if seen then return {tonumber(seen), epoch, 1} end
+  if seen then
+    local t = redis.call('ZSCORE', KEYS[5], idem)
+    if t and now - tonumber(t) < window then return {tonumber(seen), epoch, 1} end
+  end
 end
 offset = redis.call('INCR', KEYS[1])
 local soffset = string.format('%d', offset)
