@@ -486,7 +486,7 @@ class RedisBackplane(Backplane):
         self._kick = trio.Event()
         self._first_attempt = trio.Event()
         self._registered = False  # the heartbeat has put this node in rc:nodes
-        self.down_reason = "not connected yet"
+        self.down_reason = ""  # why Redis is unusable, for errors and logs
         # Counters, shown in stats().
         self.received = 0
         self.duplicates = 0
@@ -525,6 +525,7 @@ class RedisBackplane(Backplane):
         logged_at = -math.inf
         while True:
             sessions = self.sessions
+            self.down_reason = ""  # set by whatever ends this attempt first
             try:
                 await self._session(sink)
             except _FAILURES as exc:
@@ -799,7 +800,8 @@ class RedisBackplane(Backplane):
     async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script now, or raise BackplaneUnavailable (never guess an answer)."""
         if not self._ready:
-            raise BackplaneUnavailable(f"redis at {self.where}: {self.down_reason or 'down'}")
+            raise BackplaneUnavailable(
+                f"redis at {self.where}: {self.down_reason or 'connecting'}")
         return await self._run(script, keys, args)
 
     async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
