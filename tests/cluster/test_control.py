@@ -54,10 +54,10 @@ async def test_cluster_stats_count_the_live_nodes_and_their_connections(
     redis: RedisServer,
 ) -> None:
     async with cluster(redis, "n1", "n2", "n3", http=True, api_key="key",
-                       presence_ttl=0.6) as (a, b, _c), connect(b, sub="x"), \
+                       presence_ttl=1.5) as (a, b, _c), connect(b, sub="x"), \
             connect(b, sub="y"):
         with trio.fail_after(WAIT):
-            while True:  # heartbeats carry each node's counts (every 0.2 s here)
+            while True:  # heartbeats carry each node's counts (every 0.5 s here)
                 answer = (await http_request(a, "GET", "/api/stats", api_key="key")).json()
                 if answer["cluster"]["connections"] == 2:
                     break

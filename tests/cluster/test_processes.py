@@ -66,7 +66,7 @@ async def test_clients_of_a_killed_node_resume_on_another_node_with_since(
 async def test_a_killed_nodes_users_leave_presence_after_presence_ttl(
     redis: RedisServer,
 ) -> None:
-    ttl = 1.0
+    ttl = 2.0
     async with cluster(redis, "watching", presence_ttl=ttl) as (a,), \
             node_process(redis, "doomed", "--presence-ttl", str(ttl)) as doomed:
         watcher_token = make_token("watcher", rooms=["*"])
@@ -82,7 +82,10 @@ async def test_a_killed_nodes_users_leave_presence_after_presence_ttl(
             assert {u["user_id"] for u in users["users"]} == {"watcher", "ghost"}
             killed_at = trio.current_time()
             await trio.to_thread.run_sync(doomed.kill)
-            left = await w.recv_type("left", timeout=ttl + WAIT)
+            with trio.fail_after(ttl + WAIT):
+                left = await w.recv_type("left")
+                while left["user_id"] != "ghost":
+                    left = await w.recv_type("left")
             assert left == {"type": "left", "room": "hall", "user_id": "ghost"}
             assert trio.current_time() - killed_at >= ttl * 0.5  # it waited for the ttl
             users = await w.call({"type": "presence", "id": 2, "room": "hall"})
