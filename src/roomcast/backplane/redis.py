@@ -22,8 +22,9 @@ Layout (prefix `rc:`; every key expires, so dead rooms and dead nodes vanish):
 
 Messages on a room channel are `m<offset> <epoch> <event as JSON>\\n<payload>` (the event
 rides in a small header so filters need not parse the payload) or presence events
-`p1\\n<info>\\n<user>` (joined) and `p0\\n\\n<user>` (left). Control messages are
-`<kind>\\n<payload JSON>`.
+`p1\\n<info>\\n<user>` (joined) and `p0\\n\\n<user>` (left): presence events go on the
+room's channel rather than the control channel, so only nodes with subscribers in the
+room hear them. Control messages are `<kind>\\n<payload JSON>` on `rc:control`.
 
 Per node, the reader remembers the last offset it delivered in each room; a message that
 skips ahead (the pub/sub connection dropped while Redis stayed up) first gets the missing
@@ -472,7 +473,6 @@ class RedisBackplane(Backplane):
         self._presence_ttl_ms = max(int(self._presence_ttl * 1000), 100)
         self._index = f"{PREFIX}n:{self.instance}:i"
 
-        self._sink: Sink | None = None
         self._ready = False
         self._sub: BaseConnection | None = None  # pub/sub
         self._cmd: BaseConnection | None = None  # every command, pipelined
@@ -505,7 +505,6 @@ class RedisBackplane(Backplane):
     ) -> None:
         """Keep a pub/sub connection (reconnecting with jittered backoff) and the node's
         heartbeat; started once the first connection attempt has succeeded or failed."""
-        self._sink = sink
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._subscriber, sink)
             with trio.move_on_after(2 * self.command_timeout + 1):
