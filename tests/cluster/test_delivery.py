@@ -127,6 +127,9 @@ async def test_an_idempotency_key_is_honoured_across_nodes(redis: RedisServer) -
         assert first["offset"] == again["offset"] == 1
         assert again.get("duplicate") is True and "duplicate" not in first
         assert other["offset"] == 2
+        empty = [await pa.publish("orders", {"n": 3}, idempotency_key=""),
+                 await pb.publish("orders", {"n": 3}, idempotency_key="")]
+        assert [r["offset"] for r in empty] == [3, 3] and empty[1]["duplicate"] is True
 
 
 async def test_an_idempotency_key_is_forgotten_after_the_window(redis: RedisServer) -> None:

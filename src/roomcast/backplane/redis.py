@@ -102,6 +102,7 @@ end
 """
 
 # KEYS o e h k kt; ARGV channel head tail event idem new_epoch size httl window max_keys ttl
+# (idem is "" for none, else "=" followed by the key)
 _PUBLISH = _LIB + r"""
 local now = now_ms()
 local ttl = tonumber(ARGV[11])
@@ -821,7 +822,8 @@ class RedisBackplane(Backplane):
         try:
             reply = await self._call(PUBLISH, room_keys(room), [
                 room_channel(room), template.head, template.tail, _json_encode(event),
-                idempotency_key or "", new_epoch(), self._size, self._httl_ms,
+                "" if idempotency_key is None else "=" + idempotency_key,  # "" is a key too
+                new_epoch(), self._size, self._httl_ms,
                 self._window_ms, self.settings.idempotency_max_keys, self._room_ttl_ms,
             ])
         except BackplaneUnavailable as exc:
