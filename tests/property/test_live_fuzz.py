@@ -33,6 +33,7 @@ async def test_the_server_keeps_the_contract_under_the_live_fuzzer() -> None:
     examples = settings().max_examples
     async with running_server(max_message_bytes=65_536) as router:
         report = await fuzz.fuzz(url(router), SECRET, examples=examples, timeout=WAIT)
+        print(report.summary())  # shown with -s or -rP: what was exercised
         assert report.failure is None, report.summary()
         assert report.examples >= examples
         assert report.control_messages > 0 and report.pushes > 0
