@@ -102,7 +102,7 @@ def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -
             cases.append(("slow", f"{s.slow_subs}x{s.slow_rate}/s", [
                 (variant, lambda stalled=stalled, settings=settings: fanout(
                     bench, "roomcast", s.slow_subs, s.slow_rate, s.slow_duration,
-                    stalled=stalled, settings=settings, label="slow"))
+                    stalled=stalled, settings=settings, label="slow", size=s.slow_size))
                 for variant, stalled in (("roomcast", False), ("roomcast+stalled", True))]))
         elif name == "soak":
             cases.append(("soak", str(s.soak_conns), [

@@ -47,6 +47,7 @@ class Sizes:
     slow_subs: int
     slow_rate: int
     slow_duration: float
+    slow_size: int
     slow_max_pending: int
     soak_conns: int
     soak_seconds: float
@@ -56,15 +57,15 @@ class Sizes:
 FULL = Sizes(connect=[1000, 5000, 10000, 19000], peer_connect_max=5000, fanout_subs=1000,
              fanout_rates=[10, 50], duration=6.0, maxrate_subs=[100, 1000],
              maxrate_duration=4.0, rooms=10000, rooms_rate=5000, storm_clients=1000,
-             storm_rooms=100, storm_messages=10, slow_subs=1000, slow_rate=50,
-             slow_duration=6.0, slow_max_pending=100, soak_conns=19000, soak_seconds=300.0,
-             soak_heartbeat=25.0)
+             storm_rooms=100, storm_messages=10, slow_subs=200, slow_rate=50,
+             slow_duration=6.0, slow_size=1024, slow_max_pending=50, soak_conns=19000,
+             soak_seconds=300.0, soak_heartbeat=25.0)
 QUICK = Sizes(connect=[200, 1000], peer_connect_max=1000, fanout_subs=200,
               fanout_rates=[10, 50], duration=2.0, maxrate_subs=[50, 200],
               maxrate_duration=2.0, rooms=500, rooms_rate=250, storm_clients=100,
               storm_rooms=10, storm_messages=5, slow_subs=100, slow_rate=50,
-              slow_duration=5.0, slow_max_pending=50, soak_conns=1000, soak_seconds=10.0,
-              soak_heartbeat=2.0)
+              slow_duration=4.0, slow_size=1024, slow_max_pending=50, soak_conns=1000,
+              soak_seconds=10.0, soak_heartbeat=2.0)
 
 
 @dataclass
@@ -364,13 +365,14 @@ def _losses(out: dict[str, Any], expected_per_conn: list[int]) -> None:
 
 def fanout(bench: Bench, target: str, subs: int, rate: int, duration: float,
            stalled: bool = False, settings: dict[str, Any] | None = None,
-           label: str = "fanout") -> dict[str, Any]:
-    """`subs` subscribers of one room, one publisher at `rate`/s of 100-byte stamped
+           label: str = "fanout", size: int = 100) -> dict[str, Any]:
+    """`subs` subscribers of one room, one publisher at `rate`/s of `size`-byte stamped
     payloads; with `stalled`, one more subscriber that stops reading."""
     with session(bench, target, f"{label}-{subs}x{rate}", settings) as (server, workers):
         fleet = start_fleet(workers, server, subs, ["bench:fan"], sample="all")
         pub = workers.start("publisher", {"port": server.port, "mode": "fixed", "rate": rate,
-                                          "duration": duration, "rooms": ["bench:fan"]})
+                                          "duration": duration, "rooms": ["bench:fan"],
+                                          "size": size})
         stall = None
         if stalled:
             stall = workers.start("stalled", {"port": server.port, "room": "bench:fan",
@@ -388,7 +390,7 @@ def fanout(bench: Bench, target: str, subs: int, rate: int, duration: float,
             out["stalled_close_code"] = got.get("code")
             out["stalled_how"] = got.get("how")
             out["stalled_messages"] = got.get("messages")
-        out.update({"subscribers": subs, "rate": rate})
+        out.update({"subscribers": subs, "rate": rate, "payload_bytes": size})
         return out
 
 
