@@ -1033,7 +1033,8 @@ class RawClient:
             elif isinstance(event, Ping):
                 if not self.answer_pings:
                     return event
-                await self._send_quietly(self.ws.send(event.response()))
+                if self.ws.state is ConnectionState.OPEN:  # not while closing
+                    await self._send_quietly(self.ws.send(event.response()))
             elif isinstance(event, Pong):
                 return event
             elif isinstance(event, CloseConnection):
