@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import signal
@@ -130,6 +131,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if settings.jwt_secret and len(settings.jwt_secret.encode()) < 32:
         print("roomcast: warning: jwt_secret is shorter than 32 bytes; anyone who can try "
               "many guesses may forge tokens. Use a long random secret.", file=sys.stderr)
+    # Tens of thousands of live connections are millions of tracked objects: with the
+    # default thresholds full collections come often and stall the loop for ~100 ms.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     trio.run(_serve, settings)
     return 0
 

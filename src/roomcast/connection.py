@@ -23,6 +23,7 @@ async def run_connection(router: Router, conn: Conn, ws: WebSocketConnection, wi
                          ) -> None:
     """Serve one admitted connection until either side closes it."""
     wire.on_receive = conn
+    conn.wire = wire
     event("connect", user=conn.principal.user_id, remote=conn.remote, conn=conn.id)
     try:
         async with trio.open_nursery() as nursery:
@@ -72,7 +73,6 @@ async def _writer(router: Router, conn: Conn, ws: WebSocketConnection, wire: Wir
     """Frames out: everything queued goes in one write; a write that stalls aborts."""
     outbox = conn.outbox_receive
     metrics = router.metrics
-    timeout = router.settings.write_timeout
     try:
         while True:
             batch = [await outbox.receive()]
@@ -85,26 +85,39 @@ async def _writer(router: Router, conn: Conn, ws: WebSocketConnection, wire: Wir
                 batch.append(frame)
                 size += len(frame)
             if ws.closed or conn.close_code is not None:
+                if conn.tail and not ws.closed:
+                    # Finish the half-written frame, so the close frame lands on a boundary.
+                    await _write(router, conn, wire, batch[:1])
                 return  # never write data after a close has begun
-            with trio.move_on_after(timeout) as scope:
-                scope.shield = True  # a cancelled send_all could leave half a frame
-                try:
-                    await wire.send_all(b"".join(batch))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    conn.close(p.NORMAL, "connection lost", by_peer=True)
-                    return
-            if scope.cancelled_caught:
-                wire.broken = True
-                metrics.drops["write_timeout"] += len(batch)
-                conn.close(p.TOO_SLOW, "too slow: write timed out")
+            if not await _write(router, conn, wire, batch):
                 return
             metrics.frames_out += len(batch)
             metrics.bytes_out += size
+            if not outbox.statistics().current_buffer_used:
+                conn.queued = False  # all written: the Router may write directly again
             if conn.sample_at is not None:
                 metrics.observe_latency(trio.current_time() - conn.sample_at)
                 conn.sample_at = None
     except Exception:
         _internal(router, conn, "writer")
+
+
+async def _write(router: Router, conn: Conn, wire: WireStream, batch: list[bytes]) -> bool:
+    """One shielded write with a deadline; False (and the connection closing) if it failed."""
+    with trio.move_on_after(router.settings.write_timeout) as scope:
+        scope.shield = True  # a cancelled send_all could leave half a frame
+        try:
+            await wire.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.close(p.NORMAL, "connection lost", by_peer=True)
+            return False
+    conn.tail = False
+    if scope.cancelled_caught:
+        wire.broken = True
+        router.metrics.drops["write_timeout"] += len(batch)
+        conn.close(p.TOO_SLOW, "too slow: write timed out")
+        return False
+    return True
 
 
 def _count_unsent(router: Router, conn: Conn) -> None:

@@ -73,6 +73,9 @@ class RoutingTable(Generic[S]):
     rooms: dict[str, dict[S, Subscription[S]]] = field(default_factory=dict)
     by_subscriber: dict[S, dict[str, Subscription[S]]] = field(default_factory=dict)
     present: dict[str, dict[str, PresenceEntry]] = field(default_factory=dict)
+    # Per room, the subscriptions made with presence=True (usually none), so that joined
+    # and left events do not scan every subscription of a big room.
+    watching: dict[str, dict[S, Subscription[S]]] = field(default_factory=dict)
 
     def subscribe(
         self,
@@ -96,6 +99,10 @@ class RoutingTable(Generic[S]):
         )
         subs[subscriber] = sub
         self.by_subscriber.setdefault(subscriber, {})[room] = sub
+        if presence:
+            self.watching.setdefault(room, {})[subscriber] = sub
+        elif old is not None and old.presence:
+            self._unwatch(room, subscriber)
         if old is not None:
             sub.held = old.held
             return sub, False, False
@@ -115,6 +122,8 @@ class RoutingTable(Generic[S]):
             return False, False
         if not subs:
             del self.rooms[room]
+        if sub.presence:
+            self._unwatch(room, subscriber)
         mine = self.by_subscriber[subscriber]
         del mine[room]
         if not mine:
@@ -155,9 +164,16 @@ class RoutingTable(Generic[S]):
             if (sub.events is None and sub.where is None) or sub.admits(event, data):
                 yield sub
 
+    def _unwatch(self, room: str, subscriber: S) -> None:
+        watchers = self.watching.get(room)
+        if watchers is not None:
+            watchers.pop(subscriber, None)
+            if not watchers:
+                del self.watching[room]
+
     def watchers(self, room: str) -> list[Subscription[S]]:
         """Subscriptions that asked for joined/left events."""
-        return [s for s in self.rooms.get(room, {}).values() if s.presence]
+        return list(self.watching.get(room, {}).values())
 
     def presence(self, room: str) -> dict[str, PresenceEntry]:
         return self.present.get(room, {})

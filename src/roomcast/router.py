@@ -32,6 +32,7 @@ from roomcast.log import event
 from roomcast.metrics import Metrics
 from roomcast.rooms import RoutingTable, Subscription
 from roomcast.settings import Settings
+from roomcast.wire import WireStream
 
 CommandHandler = Callable[[Principal, dict[str, Any]], Awaitable[Any]]
 
@@ -67,11 +68,14 @@ class Conn:
         "outbox",
         "outbox_receive",
         "principal",
+        "queued",
         "remote",
         "remote_ip",
         "router",
         "sample_at",
         "started",
+        "tail",
+        "wire",
     )
 
     def __init__(
@@ -96,14 +100,32 @@ class Conn:
         self.close_reason = ""
         self.closed_by_peer = False
         self.sample_at: float | None = None
+        self.wire: WireStream | None = None  # set by the connection actor
+        self.queued = False  # frames wait in the outbox or in the writer's hands
+        self.tail = False  # the outbox starts with the rest of a half-written frame
 
     def send(self, frame: bytes) -> None:
-        """Queue a ready WebSocket frame; a full outbox means the client is too slow."""
+        """Send a ready WebSocket frame: straight to the socket when nothing is waiting
+        (no task switch), else through the outbox; a full outbox means too slow."""
         if self.close_code is not None:
             self.router.metrics.drops["closing"] += 1
             return
+        if not self.queued and self.wire is not None:
+            try:
+                sent = self.wire.write_nowait(frame)
+            except trio.BrokenResourceError:
+                self.close(p.NORMAL, "connection lost", by_peer=True)
+                return
+            if sent == len(frame):
+                self.router.metrics.frames_out += 1
+                self.router.metrics.bytes_out += sent
+                return
+            if sent > 0:
+                frame = frame[sent:]  # the rest goes first, through the writer
+                self.tail = True  # ...and must be written even if a close comes first
         try:
             self.outbox.send_nowait(frame)
+            self.queued = True
         except trio.WouldBlock:
             self.router.metrics.drops["slow_consumer"] += 1
             self.close(p.TOO_SLOW, "too slow: outgoing queue overflowed")
@@ -519,6 +541,7 @@ class Router:
         frame = p.text_frame(payload)
         data: Any = _UNSET
         count = 0
+        direct = False
         now = trio.current_time()
         for sub in subs.values():
             if sub.events is not None or sub.where is not None:
@@ -537,10 +560,14 @@ class Router:
                     conn.close(p.TOO_SLOW, "too slow: outgoing queue overflowed")
                 continue
             conn.send(frame)
-            if conn.sample_at is None:
+            if not conn.queued:
+                direct = True  # written already: timed once, below
+            elif conn.sample_at is None:
                 conn.sample_at = now
             count += 1
         self.metrics.deliveries += count
+        if direct:
+            self.metrics.observe_latency(trio.current_time() - now)
 
     def presence_changed(
         self, room: str, user_id: str, info: dict[str, Any] | None, joined: bool

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import trio
 import trio_websocket
+import wsproto.utilities
 
 from roomcast import protocol as p
 from roomcast.auth import AuthError
@@ -140,6 +141,18 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
                             b'"message": "origin not allowed"}')
         return
     wire = WireStream(stream, head.raw)
+    try:
+        await _websocket(router, wire, head, remote, remote_ip)
+    except* wsproto.utilities.LocalProtocolError:
+        # trio-websocket answers a ping that arrives after our close frame went out, and
+        # wsproto refuses to send in that state: the connection is closing anyway.
+        router.metrics.drops["late_control_frame"] += 1
+
+
+async def _websocket(router: Router, wire: WireStream, head: _Head, remote: str,
+                     remote_ip: str) -> None:
+    """Upgrade, then run the session; trio-websocket's reader lives in this nursery."""
+    settings = router.settings
     async with trio.open_nursery() as nursery:
         with trio.move_on_after(settings.handshake_timeout) as handshake:
             request = await trio_websocket.wrap_server_stream(

@@ -3,6 +3,7 @@ stamps `last_seen` on every read, and serialises every write with one lock."""
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from typing import Protocol
@@ -26,6 +27,23 @@ class WireStream(trio.abc.Stream):
         self.close_sent = False  # a close frame has gone out
         # The WebSocket's close reason (code, reason) once it has one; see aclose.
         self.close_reason: Callable[[], object] | None = None
+        sock = getattr(stream, "socket", None)
+        self._fd: int = sock.fileno() if sock is not None else -1
+
+    def write_nowait(self, data: bytes) -> int:
+        """Write what the socket takes now, without waiting or yielding: the bytes written
+        (0 when none fit), or -1 when it cannot be tried now (a write holds the lock, a
+        close frame has gone out, or this is not a socket). A dead socket raises
+        BrokenResourceError."""
+        if self._fd < 0 or self.broken or self.close_sent or self._lock.locked():
+            return -1
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(str(exc)) from exc
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._replay:
@@ -51,6 +69,7 @@ class WireStream(trio.abc.Stream):
         """Close the socket. When the WebSocket layer fails a connection by itself (a text
         frame that is not UTF-8: 1007, a malformed frame: 1002) trio-websocket closes without
         a close frame; send one first, so the client learns why (RFC 6455 §7.1.7)."""
+        self._fd = -1  # the number may go to the next socket: never write to it
         reason = self.close_reason() if self.close_reason is not None else None
         code = getattr(reason, "code", None)
         if isinstance(code, int) and code not in (1005, 1006, 1015) and not (
