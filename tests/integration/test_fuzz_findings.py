@@ -133,3 +133,20 @@ async def test_valid_json_that_is_not_an_object_is_bad_request() -> None:
             await alice.send(text)
             error = await alice.recv_type("error")
             assert error["code"] == "bad_request", text
+
+
+async def test_pings_that_arrive_while_the_server_closes_are_not_a_connection_failure() -> None:
+    async with running_server(max_binary_frames=1) as router:
+        for _ in range(20):
+            async with raw_client(router) as client:
+                # the second binary frame closes with 4400; the pings land on a closing socket
+                await client.raw_frame(0x2, b"x")
+                await client.raw_frame(0x2, b"x")
+                for _ in range(3):
+                    await client.raw_frame(0x9, b"")
+                closed = await next_close(client)
+                # 1006 when the server's socket closed with our pings unread (a TCP reset)
+                assert closed.code in (4400, 1006)
+        with trio.fail_after(WAIT):
+            await router.wait_drained()
+    assert router.metrics.handler_errors == 0
