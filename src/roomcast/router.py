@@ -535,20 +535,13 @@ class Router:
     # ------------------------------------------------------------ delivery (Sink)
     def deliver(self, room: str, offset: int, payload: bytes, event: str | None) -> None:
         """Queue one message (framed once) to every local subscription that admits it."""
-        subs = self.table.rooms.get(room)
-        if not subs:
+        if room not in self.table.rooms:
             return
         frame = p.text_frame(payload)
-        data: Any = _UNSET
         count = 0
         direct = False
         now = trio.current_time()
-        for sub in subs.values():
-            if sub.events is not None or sub.where is not None:
-                if data is _UNSET:
-                    data = _Lazy(payload)
-                if not sub.admits(event, data):
-                    continue
+        for sub in self.table.recipients(room, event, _Lazy(payload)):
             if sub.floor is not None:
                 if offset <= sub.floor:
                     continue
@@ -622,18 +615,15 @@ class Router:
         idempotency_key: str | None = None,
     ) -> int:
         """Publish server-side (`sender` null) into a room; returns the message's offset."""
-        if not p.valid_room(room):
-            raise ValueError(f"{room!r} is not a valid room name (1-200 of A-Z a-z 0-9 _-:.@/)")
-        result = await self._publish(room, p.encode(data), event, None, idempotency_key)
-        return int(result.offset)
+        offset, _duplicate = await self.publish_result(room, data, event, idempotency_key)
+        return offset
 
     async def publish_result(
         self, room: str, data: Any, event: str | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[int, bool]:
         """Like publish, also saying whether it was a repeat of an idempotency_key."""
-        if not p.valid_room(room):
-            raise ValueError(f"{room!r} is not a valid room name (1-200 of A-Z a-z 0-9 _-:.@/)")
+        _check_room(room)
         result = await self._publish(room, p.encode(data), event, None, idempotency_key)
         return int(result.offset), bool(result.duplicate)
 
@@ -642,8 +632,7 @@ class Router:
     ) -> dict[str, int]:
         """Publish the same data into several rooms; returns each room's offset."""
         for room in rooms:
-            if not p.valid_room(room):
-                raise ValueError(f"{room!r} is not a valid room name")
+            _check_room(room)
         encoded = p.encode(data)
         out = {}
         for room in dict.fromkeys(rooms):
@@ -759,6 +748,12 @@ def _admits(sub: Subscription[Conn], payload: bytes) -> bool:
     """Whether a stored message frame passes a subscription's `events`/`where` filters."""
     message: Any = msgspec.json.decode(payload)
     return sub.admits(message.get("event"), lambda: message.get("data"))
+
+
+def _check_room(room: str) -> None:
+    """The embedding API's room-name check: a ValueError that states the rule."""
+    if not p.valid_room(room):
+        raise ValueError(f"{room!r} is not a valid room name (1-200 of A-Z a-z 0-9 _-:.@/)")
 
 
 class _Unset:
