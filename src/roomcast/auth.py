@@ -21,7 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
-from jwt.types import Options
+from jwt.types import HashlibHash, Options
 
 from roomcast.settings import Settings, SettingsError
 
@@ -57,6 +57,11 @@ MAX_INFO_BYTES = 4096
 _HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 _ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 _ALG_NAME = re.compile(r"[A-Za-z0-9]{1,16}")
+_HMAC_HASHES: dict[str, HashlibHash] = {
+    "HS256": HMACAlgorithm.SHA256,
+    "HS384": HMACAlgorithm.SHA384,
+    "HS512": HMACAlgorithm.SHA512,
+}
 
 
 class AuthError(Exception):
@@ -306,6 +311,55 @@ def _has_wildcard(text: str) -> bool:
     return "*" in text or "?" in text
 
 
+_HEADER_READER = jwt.PyJWS()
+_HEADER_CACHE_SIZE = 256
+_MAX_CACHED_HEADER = 512
+"""Longer header segments are never cached (verify reads them the uncached way), so the
+cache holds at most 256 * 512 characters whatever headers clients send."""
+
+
+def _header_alg(segment: str) -> str | None:
+    """The `alg` of a well-formed header segment (as pyjwt reads it), else None. Nearly every
+    token of a deployment has the same header, so the answer is cached."""
+    if len(segment) > _MAX_CACHED_HEADER:
+        return None
+    return _cached_header_alg(segment)
+
+
+@functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
+def _cached_header_alg(segment: str) -> str | None:
+    try:
+        # Empty payload and signature segments are valid base64url, so only the header can
+        # fail here, with pyjwt's own checks (base64url, JSON object, kid, crit).
+        header = _HEADER_READER.get_unverified_header(segment + "..")
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        return None
+    alg = header.get("alg")
+    return alg if isinstance(alg, str) else None
+
+
+class _PreparedHMAC(HMACAlgorithm):
+    """pyjwt's HMAC, vetting the one key it is built for once instead of on every decode
+    (HMAC prepare_key runs PEM/SSH/DER/JWK checks, ~12 µs); any other key is vetted as usual."""
+
+    def __init__(self, hash_alg: HashlibHash, key: bytes) -> None:
+        super().__init__(hash_alg)
+        self._key = key
+        self._prepared = super().prepare_key(key)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key is self._key:
+            return self._prepared
+        return super().prepare_key(key)
+
+
+def _hmac_jwk(alg: str, secret: str) -> jwt.PyJWK:
+    """The secret as a PyJWK bound to `alg`: pyjwt then verifies only with that algorithm."""
+    jwk = jwt.PyJWK(HMACAlgorithm.to_jwk(secret, as_dict=True), algorithm=alg)
+    jwk.Algorithm = _PreparedHMAC(_HMAC_HASHES[alg], jwk.key)
+    return jwk
+
+
 class Authenticator:
     """Verifies client JWTs against the server's keys and settings (protocol §2)."""
 
@@ -336,12 +390,12 @@ class Authenticator:
 
         # alg -> the one key that alg may be checked with. HS* only ever get the secret and
         # asymmetric algorithms only the public key, which rules out algorithm confusion.
-        self._keys: dict[str, str | _PublicKey] = {}
+        self._keys: dict[str, jwt.PyJWK | _PublicKey] = {}
         for alg in settings.algorithms:
             if alg in _HMAC_ALGORITHMS:
                 if secret is None:
                     raise SettingsError(f"jwt_algorithms: {alg} needs jwt_secret, which is not set")
-                self._keys[alg] = secret
+                self._keys[alg] = _hmac_jwk(alg, secret)
             elif alg in _ASYMMETRIC_ALGORITHMS:
                 if public_key is None:
                     raise SettingsError(
@@ -377,7 +431,7 @@ class Authenticator:
             "verify_jti": False,
             "require": [],
         }
-        self._jwt = jwt.PyJWT()
+        self._jwt = jwt.PyJWT(options=self._options)  # merged once, not on every decode
         self._jws = jwt.PyJWS()
 
     def verify(
@@ -388,12 +442,18 @@ class Authenticator:
             raise AuthError("missing_token", "no token was given")
         if not token.isascii():
             raise AuthError("malformed", "the token is not a JWT (non-ASCII characters)")
-        alg = self._header_algorithm(token)
+        alg = _header_alg(token.partition(".")[0])
+        if alg is None or alg not in self._keys:
+            # Refusals read the whole token as before, so a bad payload or signature segment
+            # still reports `malformed` ahead of the header's problem.
+            alg = self._header_algorithm(token)
         payload = self._decode(token, alg)
         return self._principal(payload, now, revoked)
 
     def _header_algorithm(self, token: str) -> str:
-        """The header's `alg`, after checking it against the allow-list ourselves."""
+        """The header's `alg`, after checking it against the allow-list ourselves. The
+        uncached path: reads the whole token, for headers that are refused or too long to
+        cache."""
         try:
             header = self._jws.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
@@ -414,7 +474,6 @@ class Authenticator:
                 token,
                 self._keys[alg],
                 algorithms=[alg],
-                options=self._options,
                 issuer=self._issuer,
                 audience=self._audience,
             )

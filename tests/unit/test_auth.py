@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from roomcast import auth as auth_module
 from roomcast.auth import (
     MAX_INFO_BYTES,
     Authenticator,
@@ -449,6 +450,68 @@ def test_absent_optional_claims_have_empty_defaults(auth: Authenticator) -> None
 
 def test_unknown_claims_are_ignored(auth: Authenticator) -> None:
     assert auth.verify(hs_token(claims(role="admin", extra=[1])), NOW).user_id == "alice"
+
+
+# --- the fast path: header read once per distinct header, secret vetted once -------------
+
+NOT_A_JWT = "the token is not a well-formed JWT"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "HS256", "typ": "JWT"},  # allowed: goes straight to pyjwt
+        {"alg": "HS512", "typ": "JWT"},  # not allowed
+        {"typ": "JWT"},  # no alg
+    ],
+)
+@pytest.mark.parametrize("rest", ["!!!.sig", "e30.!!!", "e30", "e30.sig.extra"])
+def test_a_bad_later_segment_is_malformed_whatever_the_header_says(
+    auth: Authenticator, header: dict[str, Any], rest: str
+) -> None:
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    for _ in range(2):  # the second time the header's answer comes from the cache
+        err = refused(auth, f"{head}.{rest}")
+        assert (err.reason, str(err)) == ("malformed", NOT_A_JWT)
+
+
+def test_the_header_cache_does_not_carry_one_allow_list_to_another() -> None:
+    hs256_only = Authenticator(settings(jwt_algorithms=("HS256",)))
+    hs512_only = Authenticator(settings(jwt_algorithms=("HS512",)))
+    token = hs_token(claims(), "HS512")
+    assert refused(hs256_only, token).reason == "algorithm_not_allowed"
+    assert hs512_only.verify(token, NOW).user_id == "alice"
+    assert refused(hs256_only, token).reason == "algorithm_not_allowed"
+
+
+def test_the_header_cache_stays_bounded(auth: Authenticator) -> None:
+    cache = auth_module._cached_header_alg
+    cache.cache_clear()
+    for i in range(2 * auth_module._HEADER_CACHE_SIZE):
+        token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": f"key-{i}"})
+        assert auth.verify(token, NOW).user_id == "alice"
+    assert cache.cache_info().currsize == auth_module._HEADER_CACHE_SIZE
+    cache.cache_clear()
+    long_kid = "k" * auth_module._MAX_CACHED_HEADER
+    token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": long_kid})
+    assert auth.verify(token, NOW).user_id == "alice"
+    bad = jwt.encode(claims(), SECRET, algorithm="HS512", headers={"kid": long_kid})
+    assert refused(auth, bad).reason == "algorithm_not_allowed"
+    assert cache.cache_info().currsize == 0
+
+
+def test_the_secret_is_vetted_once_not_on_every_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    algs = ("HS256", "HS384", "HS512")
+    auth = Authenticator(settings(jwt_algorithms=algs))
+    good = [hs_token(claims(), alg) for alg in algs]
+    forged = [hs_token(claims(), alg, key="other-" + SECRET) for alg in algs]
+
+    def no_more_vetting(self: Any, key: Any) -> bytes:
+        raise AssertionError("HMAC prepare_key ran during verify")
+
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "prepare_key", no_more_vetting)
+    assert all(auth.verify(token, NOW).user_id == "alice" for token in good)
+    assert all(refused(auth, token).reason == "bad_signature" for token in forged)
 
 
 # --- revocation --------------------------------------------------------------------------
