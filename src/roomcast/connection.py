@@ -1,129 +1,350 @@
-"""The Connection actor: one reader, one writer, one error boundary per WebSocket.
+"""The Connection actor: one task per WebSocket that reads frames, and the send path the
+Router writes through.
 
-The reader turns frames into Router commands; the writer drains every frame already
-queued in the outbox into one `send_all`. Whatever goes wrong in here closes this
-connection (4500, logged, counted) and nothing else.
+A frame the Router sends goes straight to the non-blocking socket when nothing is queued
+(no task switch, no copy); only what the socket does not take waits in a bounded queue,
+drained by a writer task that exists only while there is something to drain. A full queue
+closes the connection 4409 instead of slowing anybody else. Whatever goes wrong in here
+closes this connection (4500, logged, counted) and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
+import secrets
 import time
+from collections import deque
+from typing import TYPE_CHECKING
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from roomcast import protocol as p
+from roomcast import websocket as ws
+from roomcast.limits import AbuseMeter, TokenBucket
 from roomcast.log import event
-from roomcast.router import _BATCH_BYTES, Conn, Router
-from roomcast.wire import WireStream
+
+if TYPE_CHECKING:
+    from roomcast.auth import Principal
+    from roomcast.router import Router
+
+BATCH_BYTES = 256 * 1024  # the most the writer joins into one write
+RECEIVE_BYTES = 64 * 1024
+LOST = 1006  # the peer went away without a close frame (never sent on the wire)
 
 
-async def run_connection(router: Router, conn: Conn, ws: WebSocketConnection, wire: WireStream
-                         ) -> None:
-    """Serve one admitted connection until either side closes it."""
-    wire.on_receive = conn
-    conn.wire = wire
-    event("connect", user=conn.principal.user_id, remote=conn.remote, conn=conn.id)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_reader, router, conn, ws)
-            nursery.start_soon(_writer, router, conn, ws, wire)
-            await conn.closing.wait()
-            nursery.cancel_scope.cancel()
-        _count_unsent(router, conn)
-        if not conn.closed_by_peer and not wire.broken:
-            with trio.move_on_after(router.settings.handshake_timeout):
-                await ws.aclose(conn.close_code or p.NORMAL, conn.close_reason or None)
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(router.settings.handshake_timeout):
-            await router.disconnect(conn)
-        await trio.aclose_forcefully(wire)
-        event("close", user=conn.principal.user_id, conn=conn.id, code=conn.close_code,
-              reason=conn.close_reason, by="client" if conn.closed_by_peer else "server",
-              duration=f"{time.time() - conn.started:.3f}")
+class Conn:
+    """One live connection: the Router's record of it and its way out to the socket."""
 
+    __slots__ = (
+        "__weakref__",
+        "abuse",
+        "binary_frames",
+        "bucket",
+        "close_code",
+        "close_reason",
+        "closed_by_peer",
+        "connected_at",
+        "fd",
+        "id",
+        "last_seen",
+        "nursery",
+        "pending",
+        "principal",
+        "reading",
+        "remote",
+        "remote_ip",
+        "router",
+        "sample_at",
+        "started",
+        "stream",
+        "tail",
+        "writing",
+    )
 
-async def _reader(router: Router, conn: Conn, ws: WebSocketConnection) -> None:
-    """Frames in: text goes to the Router, binary gets an error, a close ends it."""
-    limit = router.settings.max_message_bytes
-    try:
-        while True:
+    def __init__(
+        self, router: Router, principal: Principal, remote: str, remote_ip: str, now: float,
+        stream: trio.abc.Stream | None = None,
+    ) -> None:
+        settings = router.settings
+        self.router = router
+        self.id = secrets.token_hex(6)
+        self.principal = principal
+        self.remote = remote
+        self.remote_ip = remote_ip
+        self.last_seen = now
+        self.connected_at = now
+        self.started = time.time()
+        self.bucket = TokenBucket(settings.rate_per_second, settings.rate_burst, now)
+        self.abuse = AbuseMeter(settings.rate_burst)
+        self.binary_frames = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed_by_peer = False
+        self.sample_at: float | None = None
+        self.stream = stream
+        self.fd = socket_fd(stream)  # -1: not a socket, every frame goes through the writer
+        self.pending: deque[bytes] | None = None  # made on first use: most never need one
+        self.tail = False  # pending[0] is the rest of a half-written frame
+        self.writing = False  # a writer task is draining `pending`
+        self.nursery: trio.Nursery | None = None  # where a writer task starts
+        self.reading = trio.CancelScope()  # close() cancels the reader
+
+    def send(self, frame: bytes) -> None:
+        """Send a ready WebSocket frame without waiting: straight into the socket when
+        nothing is queued, else into the bounded queue; a full queue means too slow."""
+        if self.close_code is not None:
+            self.router.metrics.drops["closing"] += 1
+            return
+        pending = self.pending
+        if not pending and self.fd >= 0:
             try:
-                message = await ws.get_message()
-            except ConnectionClosed as exc:
-                reason = exc.reason
-                conn.close(reason.code if reason else p.NORMAL,
-                           (reason.reason or "") if reason else "", by_peer=True)
+                sent = os.write(self.fd, frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close(LOST, "connection lost", by_peer=True)
                 return
-            if isinstance(message, bytes):
-                router.binary_frame(conn)
-            elif len(message) * 4 > limit and len(message.encode()) > limit:
-                # trio-websocket measures text in characters; the limit is in bytes (§6).
-                conn.close(p.TOO_BIG, f"frame larger than {limit} bytes")
+            if sent == len(frame):
+                metrics = self.router.metrics
+                metrics.frames_out += 1
+                metrics.bytes_out += sent
                 return
-            else:
-                await router.handle(conn, message)
-    except Exception:
-        _internal(router, conn, "reader")
+            if sent:
+                frame = frame[sent:]  # the rest goes first, and before any close frame
+                self.tail = True
+        if pending is None:
+            pending = self.pending = deque()
+        if len(pending) >= self.router.settings.max_pending:
+            self.router.metrics.drops["slow_consumer"] += 1
+            self.close(p.TOO_SLOW, "too slow: outgoing queue overflowed")
+            return
+        pending.append(frame)
+        if not self.writing and self.nursery is not None:
+            self.writing = True
+            self.nursery.start_soon(_writer, self)
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be written."""
+        return len(self.pending) if self.pending else 0
+
+    def reply(self, frame: dict[str, object]) -> None:
+        self.send(p.text_frame(p.encode(frame)))
+
+    def error(self, code: str, message: str, command_id: p.CommandId = None) -> None:
+        self.router.metrics.errors[code] += 1
+        self.send(p.text_frame(p.error_frame(code, message, command_id)))
+
+    def close(self, code: int, reason: str, by_peer: bool = False) -> None:
+        """Ask the connection actor to close with `code` (the first request wins)."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason.encode()[:120].decode(errors="ignore")
+            self.closed_by_peer = by_peer
+            self.reading.cancel()
 
 
-async def _writer(router: Router, conn: Conn, ws: WebSocketConnection, wire: WireStream
-                  ) -> None:
-    """Frames out: everything queued goes in one write; a write that stalls aborts."""
-    outbox = conn.outbox_receive
-    metrics = router.metrics
+def socket_fd(stream: trio.abc.Stream | None) -> int:
+    """The socket's file descriptor under a trio SocketStream; -1 for any other stream."""
+    sock = getattr(stream, "socket", None)
+    return sock.fileno() if sock is not None else -1
+
+
+async def write_all(stream: trio.abc.Stream, fd: int, data: bytes) -> None:
+    """Write every byte, waiting for room as needed (handshakes, close frames)."""
+    if fd < 0:
+        await stream.send_all(data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+
+
+async def linger_close(stream: trio.abc.Stream, fd: int, frame: bytes, reader: ws.FrameReader,
+                       timeout: float) -> None:
+    """End a WebSocket we close: send `frame` (the rest of a half-written frame and a close
+    frame), then wait, at most `timeout`, for the peer's close frame, so that its bytes do not
+    arrive at a closed socket and reset the connection before it has read ours. A reader that
+    can parse no further (after a violation) half-closes instead and waits for the peer's end."""
+    with trio.move_on_after(timeout):
+        try:
+            await write_all(stream, fd, frame)
+            eof_sent = False
+            while True:
+                if reader.closed and not eof_sent and isinstance(
+                        stream, trio.abc.HalfCloseableStream):
+                    await stream.send_eof()
+                    eof_sent = True
+                data = await stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    return
+                if not reader.closed:
+                    with contextlib.suppress(ws.FrameError):
+                        if any(type(ev) is ws.CloseReceived for ev in reader.feed(bytes(data))):
+                            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+
+async def run_connection(router: Router, conn: Conn, stream: trio.abc.Stream,
+                         reader: ws.FrameReader, early: bytes = b"") -> None:
+    """Serve one admitted connection until either side closes it. The Router forgets it as
+    soon as it is closing; the closing handshake that follows holds only the socket."""
+    event("connect", user=conn.principal.user_id, remote=conn.remote, conn=conn.id)
+    router.sockets += 1
     try:
-        while True:
-            batch = [await outbox.receive()]
-            size = len(batch[0])
-            while size < _BATCH_BYTES:
-                try:
-                    frame = outbox.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                batch.append(frame)
-                size += len(frame)
-            if ws.closed or conn.close_code is not None:
-                if conn.tail and not ws.closed:
-                    # Finish the half-written frame, so the close frame lands on a boundary.
-                    await _write(router, conn, wire, batch[:1])
-                return  # never write data after a close has begun
-            if not await _write(router, conn, wire, batch):
+        try:
+            async with trio.open_nursery() as nursery:
+                conn.nursery = nursery
+                if conn.pending:
+                    conn.writing = True
+                    nursery.start_soon(_writer, conn)
+                with conn.reading:
+                    try:
+                        await _read(router, conn, stream, reader, early)
+                    except Exception:
+                        _internal(router, conn, "reader")
+                nursery.cancel_scope.cancel()  # stop the writer: the close path takes over
+            conn.nursery = None
+            _count_unsent(router, conn)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(
+                    router.settings.handshake_timeout):
+                await router.disconnect(conn)
+            event("close", user=conn.principal.user_id, conn=conn.id, code=conn.close_code,
+                  reason=conn.close_reason, by="client" if conn.closed_by_peer else "server",
+                  duration=f"{time.time() - conn.started:.3f}")
+        await _finish(router, conn, stream, reader)
+    finally:
+        conn.fd = -1  # the number may go to the next socket: never write to it again
+        router.sockets -= 1
+        router.check_drained()
+
+
+async def _read(router: Router, conn: Conn, stream: trio.abc.Stream, reader: ws.FrameReader,
+                data: bytes) -> None:
+    """Frames in: text goes to the Router, pings get pongs, binary gets an error, a close
+    frame (or a violation of RFC 6455) ends it."""
+    while True:
+        if data:
+            failure = None
+            try:
+                events = reader.feed(data)
+            except ws.FrameError as exc:
+                events, failure = exc.events, exc  # what came before the violation counts
+            for ev in events:
+                if type(ev) is ws.TextMessage:
+                    await router.handle(conn, ev.text)
+                elif type(ev) is ws.Ping:
+                    conn.send(ws.pong_frame(ev.payload))
+                elif type(ev) is ws.BinaryMessage:
+                    router.binary_frame(conn)
+                elif type(ev) is ws.CloseReceived:
+                    conn.close(ev.code or p.NORMAL, ev.reason, by_peer=True)
+                if conn.close_code is not None:
+                    return
+            if failure is not None:
+                conn.close(failure.code, failure.reason)
                 return
-            metrics.frames_out += len(batch)
-            metrics.bytes_out += size
-            if not outbox.statistics().current_buffer_used:
-                conn.queued = False  # all written: the Router may write directly again
-            if conn.sample_at is not None:
+        try:
+            data = bytes(await stream.receive_some(RECEIVE_BYTES))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            conn.close(LOST, "connection lost", by_peer=True)
+            return
+        conn.last_seen = trio.current_time()  # any bytes are a sign of life (§6)
+
+
+async def _writer(conn: Conn) -> None:
+    """Drain the queue into the socket as it makes room, as many queued frames as fit in one
+    write; no progress for write_timeout seconds closes the connection (4409) and gives up
+    on it. Frames leave the queue only once written, so a cancelled wait loses nothing."""
+    router = conn.router
+    metrics = router.metrics
+    pending = conn.pending
+    assert pending is not None
+    timeout = router.settings.write_timeout
+    try:
+        while pending and conn.close_code is None:
+            sizes = []
+            size = 0
+            for frame in pending:
+                sizes.append(len(frame))
+                size += len(frame)
+                if size >= BATCH_BYTES:
+                    break
+            batch = pending[0] if len(sizes) == 1 else b"".join(
+                itertools.islice(pending, len(sizes)))
+            with trio.move_on_after(timeout) as deadline:
+                if conn.fd >= 0:
+                    sent = 0
+                    while not sent:
+                        await trio.lowlevel.wait_writable(conn.fd)
+                        with contextlib.suppress(BlockingIOError):
+                            sent = os.write(conn.fd, batch)
+                else:
+                    deadline.shield = True  # a cancelled send_all could leave half a frame
+                    await conn.stream.send_all(batch)  # type: ignore[union-attr]
+                    sent = len(batch)
+            if deadline.cancelled_caught:
+                metrics.drops["write_timeout"] += len(pending)
+                pending.clear()
+                conn.fd = -1
+                conn.stream = None  # a write is stuck or cut short: never write again
+                conn.close(p.TOO_SLOW, "too slow: write timed out")
+                return
+            for _ in sizes:
+                pending.popleft()
+            written = 0
+            for n in itertools.accumulate(sizes):
+                if n > sent:
+                    break
+                written += 1
+            conn.tail = sent < size
+            if conn.tail:
+                pending.appendleft(batch[sent:])
+            metrics.frames_out += written
+            metrics.bytes_out += sent
+            if conn.sample_at is not None and not pending:
                 metrics.observe_latency(trio.current_time() - conn.sample_at)
                 conn.sample_at = None
+    except (trio.BrokenResourceError, OSError):
+        conn.close(LOST, "connection lost", by_peer=True)
     except Exception:
         _internal(router, conn, "writer")
+    finally:
+        conn.writing = False
 
 
-async def _write(router: Router, conn: Conn, wire: WireStream, batch: list[bytes]) -> bool:
-    """One shielded write with a deadline; False (and the connection closing) if it failed."""
-    with trio.move_on_after(router.settings.write_timeout) as scope:
-        scope.shield = True  # a cancelled send_all could leave half a frame
-        try:
-            await wire.send_all(b"".join(batch))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            conn.close(p.NORMAL, "connection lost", by_peer=True)
-            return False
-    conn.tail = False
-    if scope.cancelled_caught:
-        wire.broken = True
-        router.metrics.drops["write_timeout"] += len(batch)
-        conn.close(p.TOO_SLOW, "too slow: write timed out")
-        return False
-    return True
+async def _finish(router: Router, conn: Conn, stream: trio.abc.Stream, reader: ws.FrameReader
+                  ) -> None:
+    """The closing handshake: the rest of a half-written frame, then our close frame (an
+    echo of the peer's, or ours), then, when we began it, wait for the peer's answer."""
+    if conn.close_code == LOST or (conn.fd < 0 and conn.stream is None):
+        return  # the peer is gone, or a write is stuck: nothing more can be sent
+    tail = conn.pending[0] if conn.tail and conn.pending else b""
+    frame = tail + ws.close_frame(conn.close_code, conn.close_reason)
+    if conn.closed_by_peer:
+        with trio.move_on_after(router.settings.handshake_timeout), contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError):
+            await write_all(stream, conn.fd, frame)
+        return
+    await linger_close(stream, conn.fd, frame, reader, router.settings.handshake_timeout)
 
 
 def _count_unsent(router: Router, conn: Conn) -> None:
     """Frames still queued when a connection closes are dropped: count them."""
-    unsent = conn.outbox_receive.statistics().current_buffer_used
-    if unsent:
+    unsent = conn.queued - (1 if conn.tail else 0)
+    if unsent > 0:
         router.metrics.drops["closed_with_queue"] += unsent
 
 

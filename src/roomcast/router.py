@@ -1,9 +1,9 @@
 """The Router: the one owner of connections, rooms, limits, deadlines and presence.
 
 Every change to routing state happens in plain (non-awaiting) methods, so no two tasks
-ever see it half-changed and no lock is needed. It never awaits a socket: frames go to
-each connection's bounded outbox with `send_nowait`, and a full outbox closes that
-connection with 4409 instead of slowing anybody else.
+ever see it half-changed and no lock is needed. It never awaits a socket: `Conn.send`
+writes without waiting (or queues, bounded), and a full queue closes that connection
+with 4409 instead of slowing anybody else.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,16 +26,13 @@ from roomcast.backplane import (
     BackplaneUnavailable,
     create_backplane,
 )
-from roomcast.limits import AbuseMeter, TokenBucket
+from roomcast.connection import Conn
 from roomcast.log import event
 from roomcast.metrics import Metrics
 from roomcast.rooms import RoutingTable, Subscription
 from roomcast.settings import Settings
-from roomcast.wire import WireStream
 
 CommandHandler = Callable[[Principal, dict[str, Any]], Awaitable[Any]]
-
-_BATCH_BYTES = 256 * 1024
 
 
 class Refused(Exception):
@@ -47,103 +43,6 @@ class Refused(Exception):
         self.code = code
         self.reason = reason
         self.why = why
-
-
-class Conn:
-    """The Router's record of one live connection; the connection actor holds the other end
-    of its outbox and waits on `closing`."""
-
-    __slots__ = (
-        "__weakref__",
-        "abuse",
-        "binary_frames",
-        "bucket",
-        "close_code",
-        "close_reason",
-        "closed_by_peer",
-        "closing",
-        "connected_at",
-        "id",
-        "last_seen",
-        "outbox",
-        "outbox_receive",
-        "principal",
-        "queued",
-        "remote",
-        "remote_ip",
-        "router",
-        "sample_at",
-        "started",
-        "tail",
-        "wire",
-    )
-
-    def __init__(
-        self, router: Router, principal: Principal, remote: str, remote_ip: str, now: float
-    ) -> None:
-        self.router = router
-        self.id = secrets.token_hex(6)
-        self.principal = principal
-        self.remote = remote
-        self.remote_ip = remote_ip
-        self.outbox, self.outbox_receive = trio.open_memory_channel[bytes](
-            router.settings.max_pending
-        )
-        self.last_seen = now
-        self.connected_at = now
-        self.started = time.time()
-        self.bucket = TokenBucket(router.settings.rate_per_second, router.settings.rate_burst, now)
-        self.abuse = AbuseMeter(router.settings.rate_burst)
-        self.binary_frames = 0
-        self.closing = trio.Event()
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closed_by_peer = False
-        self.sample_at: float | None = None
-        self.wire: WireStream | None = None  # set by the connection actor
-        self.queued = False  # frames wait in the outbox or in the writer's hands
-        self.tail = False  # the outbox starts with the rest of a half-written frame
-
-    def send(self, frame: bytes) -> None:
-        """Send a ready WebSocket frame: straight to the socket when nothing is waiting
-        (no task switch), else through the outbox; a full outbox means too slow."""
-        if self.close_code is not None:
-            self.router.metrics.drops["closing"] += 1
-            return
-        if not self.queued and self.wire is not None:
-            try:
-                sent = self.wire.write_nowait(frame)
-            except trio.BrokenResourceError:
-                self.close(p.NORMAL, "connection lost", by_peer=True)
-                return
-            if sent == len(frame):
-                self.router.metrics.frames_out += 1
-                self.router.metrics.bytes_out += sent
-                return
-            if sent > 0:
-                frame = frame[sent:]  # the rest goes first, through the writer
-                self.tail = True  # ...and must be written even if a close comes first
-        try:
-            self.outbox.send_nowait(frame)
-            self.queued = True
-        except trio.WouldBlock:
-            self.router.metrics.drops["slow_consumer"] += 1
-            self.close(p.TOO_SLOW, "too slow: outgoing queue overflowed")
-
-    def reply(self, frame: dict[str, Any]) -> None:
-        self.send(p.text_frame(p.encode(frame)))
-
-    def error(self, code: str, message: str, command_id: p.CommandId = None) -> None:
-        self.router.metrics.errors[code] += 1
-        self.send(p.text_frame(p.error_frame(code, message, command_id)))
-
-    def close(self, code: int, reason: str, by_peer: bool = False) -> None:
-        """Ask the connection actor to close with `code` (the first request wins)."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason.encode()[:120].decode(errors="ignore")
-            self.closed_by_peer = by_peer
-            self.closing.set()
 
 
 class Router:
@@ -168,6 +67,7 @@ class Router:
         self._wake: trio.CancelScope | None = None
         self._shutdown = trio.Event()
         self._drained = trio.Event()
+        self.sockets = 0  # connection actors still running, closing handshakes included
         self._wall_base = time.time() - time.monotonic()
 
     def wall(self) -> float:
@@ -197,10 +97,15 @@ class Router:
         await self._shutdown.wait()
 
     async def wait_drained(self) -> None:
-        """Return once no connection is left (used while draining)."""
-        if self.conns:
+        """Return once no connection is left, closing handshakes included (used while
+        draining)."""
+        if self.conns or self.sockets:
             self._drained = trio.Event()
             await self._drained.wait()
+
+    def check_drained(self) -> None:
+        if not self.conns and not self.sockets:
+            self._drained.set()
 
     @property
     def ready(self) -> bool:
@@ -215,8 +120,10 @@ class Router:
             self.metrics.auth_failures[exc.reason] += 1
             raise
 
-    def connect(self, principal: Principal, remote: str, remote_ip: str) -> Conn:
-        """Admit a connection within the limits, or raise Refused."""
+    def connect(self, principal: Principal, remote: str, remote_ip: str,
+                stream: trio.abc.Stream | None = None) -> Conn:
+        """Admit a connection within the limits, or raise Refused; the `connected` frame
+        goes out on `stream` at once."""
         s = self.settings
         if self.draining:
             raise Refused(p.GOING_AWAY, "server shutting down", "draining")
@@ -229,7 +136,7 @@ class Router:
         if mine is not None and len(mine) >= s.max_connections_per_user:
             raise Refused(p.TOO_MANY, "too many connections for this user",
                           "max_connections_per_user")
-        conn = Conn(self, principal, remote, remote_ip, trio.current_time())
+        conn = Conn(self, principal, remote, remote_ip, trio.current_time(), stream)
         self.conns[conn.id] = conn
         self.by_user.setdefault(principal.user_id, set()).add(conn)
         self.by_ip[remote_ip] = self.by_ip.get(remote_ip, 0) + 1
@@ -251,8 +158,7 @@ class Router:
         """Forget a connection that has ended: its subscriptions, presence and counts."""
         if self.conns.pop(conn.id, None) is None:
             return
-        if not self.conns:
-            self._drained.set()
+        self.check_drained()
         mine = self.by_user.get(conn.principal.user_id)
         if mine is not None:
             mine.discard(conn)
@@ -441,11 +347,11 @@ class Router:
         positions: dict[str, tuple[int, list[tuple[int, bytes]]]],
         results: dict[str, dict[str, Any]],
     ) -> None:
-        """Trim what a subscribe recovers to what its filters admit and to half the outbox:
-        when a room's messages do not all fit, the newest are sent and the older ones are
-        reported as `missed` (still in `history`), instead of overflowing the outbox into a
+        """Trim what a subscribe recovers to what its filters admit and to half the outgoing
+        queue: when a room's messages do not all fit, the newest are sent and the older ones are
+        reported as `missed` (still in `history`), instead of overflowing the queue into a
         4409 that the client's resume with `since` would repeat forever."""
-        budget = self.settings.max_pending // 2 - 1 - conn.outbox.statistics().current_buffer_used
+        budget = self.settings.max_pending // 2 - 1 - conn.queued
         for room, sub, _ in accepted:
             if room not in positions or not positions[room][1] or cmd.since is None:
                 continue
@@ -553,7 +459,7 @@ class Router:
                     conn.close(p.TOO_SLOW, "too slow: outgoing queue overflowed")
                 continue
             conn.send(frame)
-            if not conn.queued:
+            if not conn.pending:
                 direct = True  # written already: timed once, below
             elif conn.sample_at is None:
                 conn.sample_at = now
@@ -586,6 +492,8 @@ class Router:
     def control(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "disconnect":
             code = int(payload.get("code") or p.NORMAL)
+            if not (code == p.NORMAL or 4000 <= code <= 4999):
+                code = p.NORMAL  # as disconnect_user allows: never a code the wire refuses
             reason = str(payload.get("reason") or "disconnected by the server")
             for conn in list(self.by_user.get(str(payload.get("user_id")), ())):
                 conn.close(code, reason)

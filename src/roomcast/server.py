@@ -1,8 +1,8 @@
 """Listeners, the front door, supervision and graceful shutdown.
 
 Every TCP connection first has its request head read by h11 under a time-out: plain HTTP
-gets a prompt answer, a WebSocket upgrade is checked (path, Origin) and handed to
-trio-websocket over a WireStream that replays the bytes already read.
+gets a prompt answer, a WebSocket upgrade is checked (path, Origin, RFC 6455 headers),
+answered with 101, and the connection actor takes over the same task.
 """
 
 from __future__ import annotations
@@ -13,33 +13,32 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 import trio
-import trio_websocket
-import wsproto.utilities
 
 from roomcast import protocol as p
+from roomcast import websocket as ws
 from roomcast.auth import AuthError
-from roomcast.connection import run_connection
+from roomcast.connection import linger_close, run_connection, socket_fd, write_all
 from roomcast.log import event
 from roomcast.router import Refused, Router
-from roomcast.wire import WireStream
 
 _MAX_HEAD = 16 * 1024
 
 
 class _Head:
-    """What the front door learned from a request head."""
+    """What the front door learned from a request head, and the bytes that followed it."""
 
-    def __init__(self, request: h11.Request, raw: bytes) -> None:
+    def __init__(self, request: h11.Request, rest: bytes) -> None:
         self.method = request.method.decode("latin-1")
         self.target = request.target.decode("latin-1")
+        self.http_version = request.http_version.decode("latin-1")
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                         for k, v in request.headers}
-        self.raw = raw
+        self.rest = rest
 
     @property
     def is_upgrade(self) -> bool:
-        return (self.headers.get("upgrade", "").lower() == "websocket"
-                and "upgrade" in self.headers.get("connection", "").lower())
+        """Asks for WebSocket; whether it asks correctly is check_upgrade's to say."""
+        return "websocket" in self.headers.get("upgrade", "").lower()
 
     @property
     def path(self) -> str:
@@ -59,34 +58,31 @@ class _Head:
 async def _read_head(stream: trio.abc.Stream) -> _Head | None:
     """Read until h11 has a whole request head; None when the peer sent no valid one."""
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-    raw = bytearray()
     while True:
         try:
             ev = parser.next_event()
         except h11.RemoteProtocolError:
             return None
         if isinstance(ev, h11.Request):
-            return _Head(ev, bytes(raw))
+            parser.next_event()  # PAUSED for an upgrade: what follows is not HTTP
+            return _Head(ev, parser.trailing_data[0])
         if ev is h11.NEED_DATA:
             data = await stream.receive_some(4096)
             if not data:
                 return None
-            raw += data
             parser.receive_data(bytes(data))
         else:
             return None
 
 
 async def _plain_answer(stream: trio.abc.Stream, status: int, body: bytes,
-                        content_type: str = "application/json") -> None:
+                        extra: str = "") -> None:
     """A complete HTTP/1.1 response, then the connection is closed."""
     reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
                426: "Upgrade Required", 503: "Service Unavailable"}
     head = (f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n")
-    if status == 426:
-        head += "Upgrade: websocket\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n{extra}")
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send_all(head.encode() + b"\r\n" + body)
 
@@ -127,7 +123,8 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
             await _plain_answer(stream, 200, b'{"status": "ok"}')
         else:
             await _plain_answer(stream, 426, b'{"error": "upgrade_required", '
-                                b'"message": "this port speaks WebSocket only"}')
+                                b'"message": "this port speaks WebSocket only"}',
+                                "Upgrade: websocket\r\n")
         return
     if head.path != settings.path:
         router.metrics.refused["bad_path"] += 1
@@ -140,56 +137,48 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
         await _plain_answer(stream, 403, b'{"error": "forbidden", '
                             b'"message": "origin not allowed"}')
         return
-    wire = WireStream(stream, head.raw)
     try:
-        await _websocket(router, wire, head, remote, remote_ip)
-    except* wsproto.utilities.LocalProtocolError:
-        # trio-websocket answers a ping that arrives after our close frame went out, and
-        # wsproto refuses to send in that state: the connection is closing anyway.
-        router.metrics.drops["late_control_frame"] += 1
+        key = ws.check_upgrade(head.method, head.http_version, head.headers)
+    except ws.HandshakeError as exc:
+        router.metrics.refused["bad_handshake"] += 1
+        body = p.encode({"error": "bad_request", "message": exc.message})
+        await _plain_answer(stream, exc.status, body,
+                            "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
+        return
+    fd = socket_fd(stream)
+    with trio.move_on_after(settings.handshake_timeout) as handshake:
+        await write_all(stream, fd, ws.upgrade_response(key))
+    if handshake.cancelled_caught:
+        return
+    await _session(router, stream, fd, head, remote, remote_ip)
 
 
-async def _websocket(router: Router, wire: WireStream, head: _Head, remote: str,
-                     remote_ip: str) -> None:
-    """Upgrade, then run the session; trio-websocket's reader lives in this nursery."""
-    settings = router.settings
-    async with trio.open_nursery() as nursery:
-        with trio.move_on_after(settings.handshake_timeout) as handshake:
-            request = await trio_websocket.wrap_server_stream(
-                nursery, wire, max_message_size=settings.max_message_bytes
-            )
-            ws = await request.accept()
-        if handshake.cancelled_caught:
-            nursery.cancel_scope.cancel()
-            return
-        wire.close_reason = lambda: ws.closed
-        await _session(router, ws, wire, head, remote, remote_ip)
-        nursery.cancel_scope.cancel()
-
-
-async def _refuse(router: Router, ws: trio_websocket.WebSocketConnection, code: int,
-                  reason: str) -> None:
+async def _refuse(router: Router, stream: trio.abc.Stream, fd: int, code: int, reason: str
+                  ) -> None:
+    """Close a just-upgraded connection before it is admitted: no data frame, a close code."""
     router.metrics.closes[code] += 1
-    with trio.move_on_after(router.settings.handshake_timeout):
-        await ws.aclose(code, reason)
+    await linger_close(stream, fd, ws.close_frame(code, reason),
+                       ws.FrameReader(router.settings.max_message_bytes),
+                       router.settings.handshake_timeout)
 
 
-async def _session(router: Router, ws: trio_websocket.WebSocketConnection, wire: WireStream,
-                   head: _Head, remote: str, remote_ip: str) -> None:
+async def _session(router: Router, stream: trio.abc.Stream, fd: int, head: _Head, remote: str,
+                   remote_ip: str) -> None:
     try:
         principal = router.authenticate(head.token())
     except AuthError as exc:
         event("refused", remote=remote, reason=exc.reason, detail=str(exc))
-        await _refuse(router, ws, p.UNAUTHORIZED, str(exc)[:120])
+        await _refuse(router, stream, fd, p.UNAUTHORIZED, str(exc)[:120])
         return
     try:
-        conn = router.connect(principal, remote, remote_ip)
+        conn = router.connect(principal, remote, remote_ip, stream)
     except Refused as exc:
         router.metrics.refused[exc.why] += 1
         event("refused", remote=remote, user=principal.user_id, reason=exc.why)
-        await _refuse(router, ws, exc.code, exc.reason)
+        await _refuse(router, stream, fd, exc.code, exc.reason)
         return
-    await run_connection(router, conn, ws, wire)
+    reader = ws.FrameReader(router.settings.max_message_bytes)
+    await run_connection(router, conn, stream, reader, head.rest)
 
 
 async def serve(router: Router, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
