@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="small sizes, a few seconds per scenario (a smoke run)")
     parser.add_argument("--runs", type=int, default=3, help="runs per case; medians reported")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the websockets and naive trio-websocket peers")
+                        help="also run the websockets and naive trio-websocket peers (and, "
+                        "in the fan-out and max-rate scenarios, the floor peer)")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="publish for this long in the fan-out, max-rate, rooms and "
                         "slow-consumer scenarios (default: 6 s, max rate 4 s; 2 s with --quick)")
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -> list[Case]:
     """The cases to run, each with its targets (or variants) in the order they alternate."""
     everyone = ["roomcast", "websockets", "naive_trio"] if peers else ["roomcast"]
+    # The floor (one os.write per delivery) only means something where deliveries dominate.
+    with_floor = [*everyone, "floor"] if peers else everyone
     cases: list[Case] = []
     for name in names:
         if name == "connect":
@@ -83,12 +86,12 @@ def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -
             for rate in s.fanout_rates:
                 cases.append(("fanout", f"{s.fanout_subs}x{rate}/s", [
                     (t, lambda t=t, rate=rate: fanout(bench, t, s.fanout_subs, rate, s.duration))
-                    for t in everyone]))
+                    for t in with_floor]))
         elif name == "maxrate":
             for subs in s.maxrate_subs:
                 cases.append(("maxrate", str(subs), [
                     (t, lambda t=t, subs=subs: maxrate(bench, t, subs, s.maxrate_duration))
-                    for t in everyone]))
+                    for t in with_floor]))
         elif name == "rooms":
             cases.append(("rooms", f"{s.rooms}x{s.rooms_rate}/s", [
                 (t, lambda t=t: many_rooms(bench, t, s.rooms, s.rooms_rate, s.duration))

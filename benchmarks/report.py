@@ -54,6 +54,12 @@ RATIO_METRICS = {
     "maxrate": ["deliveries_per_s", "server_us_per_delivery"],
     "rooms": ["p99_ms", "server_us_per_delivery"],
 }
+# The floor peer (one os.write per delivery) is compared on what it bounds: CPU per delivery
+# in the fan-out and deliveries/s at max rate.
+FLOOR_RATIO_METRICS = {
+    "fanout": ["server_us_per_delivery"],
+    "maxrate": ["deliveries_per_s"],
+}
 
 
 def _is_number(v: Any) -> bool:
@@ -112,18 +118,20 @@ def table(scenario: str, rows: list[tuple[str, str, dict[str, Any]]]) -> str:
 
 
 def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """roomcast / peer for the metrics that compare, per scenario and case."""
+    """roomcast / peer for the metrics that compare, per scenario and case (and roomcast /
+    floor for the metrics the floor bounds)."""
     out = []
     for key, by_target in summary.items():
         scenario, case = key.split("|", 1)
         mine = by_target.get("roomcast")
         if not mine or scenario not in RATIO_METRICS:
             continue
-        for peer in ("websockets", "naive_trio"):
+        for peer in ("websockets", "naive_trio", "floor"):
             theirs = by_target.get(peer)
             if not theirs:
                 continue
-            for metric in RATIO_METRICS[scenario]:
+            metrics = FLOOR_RATIO_METRICS if peer == "floor" else RATIO_METRICS
+            for metric in metrics.get(scenario, []):
                 a, b = mine.get(metric), theirs.get(metric)
                 if _is_number(a) and _is_number(b) and b:
                     out.append({"scenario": scenario, "case": case, "peer": peer,
@@ -182,6 +190,18 @@ def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         None if not (_is_number(mine) and _is_number(theirs)) else mine <= theirs / 2,
         "-" if not (_is_number(mine) and _is_number(theirs))
         else f"{mine:.2f} vs {theirs:.2f} µs (ratio {mine / theirs:.2f})")
+    # Not a target: the same ratio for the floor peer, the cheapest server that writes once
+    # per delivery. Above 0.50, writing once per delivery alone costs more than the target
+    # allows.
+    f50_floor = _get(summary, "fanout", "1000x50/s", "floor")
+    floor = None if f50_floor is None else f50_floor.get("server_us_per_delivery")
+    if _is_number(floor) and _is_number(theirs) and floor and theirs:
+        detail = f"{floor:.2f} vs {theirs:.2f} µs (ratio {floor / theirs:.2f})"
+        if _is_number(mine):
+            detail += f"; roomcast / floor {mine / floor:.2f}"
+        out.append({"target": "floor / websockets, CPU per delivery at 1000 x 50/s (the floor "
+                    "peer: one os.write per delivery; not a target)", "status": "INFO",
+                    "measured": detail})
     for subs in ("1000", "100"):
         r = _get(summary, "maxrate", subs)
         w = _get(summary, "maxrate", subs, "websockets")

@@ -1,4 +1,4 @@
-"""The servers under test, each in its own process: roomcast and the two peers.
+"""The servers under test, each in its own process: roomcast, the two peers and the floor.
 
 Also what the harness reads about a process from /proc (CPU seconds, RSS), CPU pinning,
 and the open-files limit that 19k connections need.
@@ -20,10 +20,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
-TARGETS = ("roomcast", "websockets", "naive_trio")
+TARGETS = ("roomcast", "websockets", "naive_trio", "floor")
 PEER_MODULES = {
     "websockets": "benchmarks.peers.websockets_broadcast",
     "naive_trio": "benchmarks.peers.naive_trio",
+    "floor": "benchmarks.peers.raw_floor",  # one os.write per delivery: a lower bound
 }
 PEERS = tuple(PEER_MODULES)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

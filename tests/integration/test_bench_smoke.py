@@ -36,7 +36,7 @@ def test_a_quick_fanout_run_delivers_every_message_on_each_target(tmp_path: Path
     result = _bench(tmp_path, "--scenario", "fanout", "--duration", "1")
     runs = result["runs"]
     assert {(r["target"], r["case"]) for r in runs} == {
-        (target, case) for target in ("roomcast", "websockets", "naive_trio")
+        (target, case) for target in ("roomcast", "websockets", "naive_trio", "floor")
         for case in ("200x10/s", "200x50/s")
     }
     for run in runs:
@@ -46,8 +46,10 @@ def test_a_quick_fanout_run_delivers_every_message_on_each_target(tmp_path: Path
         assert m["acked"] == m["accepted"] == m["published"] > 0
         assert m["delivered"] == m["expected"] == m["published"] * m["subscribers"]
         for key in ("deliveries_per_s", "p50_ms", "p99_ms", "max_ms",
-                    "server_us_per_delivery", "gen_cpu_pct"):
+                    "server_us_per_delivery"):
             assert _number(m[key]) and m[key] > 0, key
+        # CPU time comes in 10 ms ticks: a light generator may spend none in a 1 s run.
+        assert _number(m["gen_cpu_pct"]) and m["gen_cpu_pct"] >= 0
 
 
 @pytest.mark.slow
