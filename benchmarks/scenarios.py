@@ -261,12 +261,15 @@ def connect_ramp(bench: Bench, target: str, size: int) -> dict[str, Any]:
         fleet = start_fleet(workers, server, size, ["bench:ramp"])
         wids = [w for w, _ in fleet]
         workers.wait("ready", wids, 120)
+        spy = profiler(server, 60) if workers.bench.profile else None
         cpu0, g0 = server.cpu(), workers.cpu()
         t0 = time.monotonic_ns()
         workers.ctl.connect.set()
         stats = workers.wait("subscribed", wids, SETTLE_TIMEOUT + 30)
         t_all = max(s["last_subscribed"] for s in stats.values())
         cpu1, g1 = server.cpu(), workers.cpu()
+        if spy is not None:
+            spy.stop()
         wall = (time.monotonic_ns() - t0) / 1e9
         time.sleep(1.0)  # idle: what the connections cost at rest
         rss1 = server.rss()

@@ -109,7 +109,7 @@ async def _serve(settings: Settings) -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
-    log.configure(settings.log_format)
+    log.configure(settings.log_format, settings.log_level.upper())
     if not settings.jwt_secret and not settings.jwt_public_key:
         if not args.dev:
             raise SettingsError(

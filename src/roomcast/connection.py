@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 BATCH_BYTES = 256 * 1024  # the most the writer joins into one write
 RECEIVE_BYTES = 64 * 1024
 LOST = 1006  # the peer went away without a close frame (never sent on the wire)
+_ORDINARY = frozenset({p.NORMAL, p.GOING_AWAY, LOST})  # closes logged at debug level only
 
 
 class Conn:
@@ -53,7 +54,6 @@ class Conn:
         "nursery",
         "pending",
         "principal",
-        "reading",
         "remote",
         "remote_ip",
         "router",
@@ -89,8 +89,8 @@ class Conn:
         self.pending: deque[bytes] | None = None  # made on first use: most never need one
         self.tail = False  # pending[0] is the rest of a half-written frame
         self.writing = False  # a writer task is draining `pending`
-        self.nursery: trio.Nursery | None = None  # where a writer task starts
-        self.reading = trio.CancelScope()  # close() cancels the reader
+        self.nursery: trio.Nursery | None = None  # the actor's: writers start here, close()
+        # cancels it
 
     def send(self, frame: bytes) -> None:
         """Send a ready WebSocket frame without waiting: straight into the socket when
@@ -144,7 +144,8 @@ class Conn:
             self.close_code = code
             self.close_reason = reason.encode()[:120].decode(errors="ignore")
             self.closed_by_peer = by_peer
-            self.reading.cancel()
+            if self.nursery is not None:
+                self.nursery.cancel_scope.cancel()
 
 
 def socket_fd(stream: trio.abc.Stream | None) -> int:
@@ -198,16 +199,17 @@ async def run_connection(router: Router, conn: Conn, stream: trio.abc.Stream,
                          reader: ws.FrameReader, early: bytes = b"") -> None:
     """Serve one admitted connection until either side closes it. The Router forgets it as
     soon as it is closing; the closing handshake that follows holds only the socket."""
-    event("connect", user=conn.principal.user_id, remote=conn.remote, conn=conn.id)
+    event("connect", logging.DEBUG, user=conn.principal.user_id, remote=conn.remote,
+          conn=conn.id)
     router.sockets += 1
     try:
         try:
             async with trio.open_nursery() as nursery:
-                conn.nursery = nursery
-                if conn.pending:
-                    conn.writing = True
-                    nursery.start_soon(_writer, conn)
-                with conn.reading:
+                if conn.close_code is None:
+                    conn.nursery = nursery
+                    if conn.pending:
+                        conn.writing = True
+                        nursery.start_soon(_writer, conn)
                     try:
                         await _read(router, conn, stream, reader, early)
                     except Exception:
@@ -219,7 +221,8 @@ async def run_connection(router: Router, conn: Conn, stream: trio.abc.Stream,
             with trio.CancelScope(shield=True), trio.move_on_after(
                     router.settings.handshake_timeout):
                 await router.disconnect(conn)
-            event("close", user=conn.principal.user_id, conn=conn.id, code=conn.close_code,
+            event("close", logging.DEBUG if conn.close_code in _ORDINARY else logging.INFO,
+                  user=conn.principal.user_id, conn=conn.id, code=conn.close_code,
                   reason=conn.close_reason, by="client" if conn.closed_by_peer else "server",
                   duration=f"{time.time() - conn.started:.3f}")
         await _finish(router, conn, stream, reader)
@@ -232,36 +235,61 @@ async def run_connection(router: Router, conn: Conn, stream: trio.abc.Stream,
 async def _read(router: Router, conn: Conn, stream: trio.abc.Stream, reader: ws.FrameReader,
                 data: bytes) -> None:
     """Frames in: text goes to the Router, pings get pongs, binary gets an error, a close
-    frame (or a violation of RFC 6455) ends it."""
+    frame (or a violation of RFC 6455) ends it. A socket is read directly (the fewest
+    frames and objects held by an idle connection); any other stream through its API."""
+    fd = conn.fd
     while True:
-        if data:
-            failure = None
+        if data and not await _received(router, conn, reader, data):
+            return
+        if fd >= 0:
+            got: bytes | None
             try:
-                events = reader.feed(data)
-            except ws.FrameError as exc:
-                events, failure = exc.events, exc  # what came before the violation counts
-            for ev in events:
-                if type(ev) is ws.TextMessage:
-                    await router.handle(conn, ev.text)
-                elif type(ev) is ws.Ping:
-                    conn.send(ws.pong_frame(ev.payload))
-                elif type(ev) is ws.BinaryMessage:
-                    router.binary_frame(conn)
-                elif type(ev) is ws.CloseReceived:
-                    conn.close(ev.code or p.NORMAL, ev.reason, by_peer=True)
-                if conn.close_code is not None:
-                    return
-            if failure is not None:
-                conn.close(failure.code, failure.reason)
-                return
-        try:
-            data = bytes(await stream.receive_some(RECEIVE_BYTES))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
+                got = os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                got = None  # wait outside the handler: the exception is not kept meanwhile
+            except OSError:
+                got = b""  # reset: the same as the peer going away
+            if got is None:
+                data = b""
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            data = got
+            if data:
+                await trio.lowlevel.checkpoint()  # a peer that always has data yields too
+        else:
+            try:
+                data = bytes(await stream.receive_some(RECEIVE_BYTES))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
         if not data:
             conn.close(LOST, "connection lost", by_peer=True)
             return
         conn.last_seen = trio.current_time()  # any bytes are a sign of life (§6)
+
+
+async def _received(router: Router, conn: Conn, reader: ws.FrameReader, data: bytes) -> bool:
+    """Act on the frames in `data`; False once the connection is closing. (A function of its
+    own so that nothing parsed stays referenced while the reader waits.)"""
+    failure = None
+    try:
+        events = reader.feed(data)
+    except ws.FrameError as exc:
+        events, failure = exc.events, exc  # what came before the violation counts
+    for ev in events:
+        if type(ev) is ws.TextMessage:
+            await router.handle(conn, ev.text)
+        elif type(ev) is ws.Ping:
+            conn.send(ws.pong_frame(ev.payload))
+        elif type(ev) is ws.BinaryMessage:
+            router.binary_frame(conn)
+        elif type(ev) is ws.CloseReceived:
+            conn.close(ev.code or p.NORMAL, ev.reason, by_peer=True)
+        if conn.close_code is not None:
+            return False
+    if failure is not None:
+        conn.close(failure.code, failure.reason)
+        return False
+    return True
 
 
 async def _writer(conn: Conn) -> None:

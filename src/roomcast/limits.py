@@ -39,11 +39,14 @@ class AbuseMeter:
     def __init__(self, limit: int, window: float = 10.0) -> None:
         self._limit = limit
         self._window = window
-        # Only the newest limit+1 rejections can decide the answer, so only they are kept.
-        self._times: deque[float] = deque(maxlen=limit + 1)
+        # Only the newest limit+1 rejections can decide the answer, so only they are kept;
+        # made on the first rejection, as most connections never have one.
+        self._times: deque[float] | None = None
 
     def record(self, now: float) -> bool:
         """Record one rejection; True when more than `limit` fell within the last `window` s."""
         times = self._times
+        if times is None:
+            times = self._times = deque(maxlen=self._limit + 1)
         times.append(now)
         return len(times) > self._limit and now - times[0] < self._window

@@ -8,6 +8,7 @@ answered with 101, and the connection actor takes over the same task.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +18,7 @@ import trio
 from roomcast import protocol as p
 from roomcast import websocket as ws
 from roomcast.auth import AuthError
-from roomcast.connection import linger_close, run_connection, socket_fd, write_all
+from roomcast.connection import Conn, linger_close, run_connection, socket_fd, write_all
 from roomcast.log import event
 from roomcast.router import Refused, Router
 
@@ -100,7 +101,9 @@ async def handle_tcp(router: Router, stream: trio.abc.Stream) -> None:
     """The front door for one TCP connection; nothing raised here reaches the listener."""
     remote, remote_ip = _peer(stream)
     try:
-        await _front_door(router, stream, remote, remote_ip)
+        admitted = await _front_door(router, stream, remote, remote_ip)
+        if admitted is not None:  # the handshake's state is gone; the session holds little
+            await run_connection(router, *admitted)
     except Exception:
         router.metrics.handler_errors += 1
         event("connection failed", logging.ERROR, exc_info=True, remote=remote)
@@ -108,8 +111,13 @@ async def handle_tcp(router: Router, stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
+_Admitted = tuple[Conn, trio.abc.Stream, ws.FrameReader, bytes]
+
+
 async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remote_ip: str
-                      ) -> None:
+                      ) -> _Admitted | None:
+    """Plain HTTP answered, an upgrade checked and accepted: the admitted connection, with
+    the bytes that came after its request head; None when there is nothing to serve."""
     settings = router.settings
     head = None
     with trio.move_on_after(settings.handshake_timeout):
@@ -117,7 +125,7 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
     if head is None:
         router.metrics.refused["bad_handshake"] += 1
         await _plain_answer(stream, 400, b'{"error": "bad_request"}')
-        return
+        return None
     if not head.is_upgrade:
         if head.method == "GET" and head.path == "/healthz":
             await _plain_answer(stream, 200, b'{"status": "ok"}')
@@ -125,18 +133,18 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
             await _plain_answer(stream, 426, b'{"error": "upgrade_required", '
                                 b'"message": "this port speaks WebSocket only"}',
                                 "Upgrade: websocket\r\n")
-        return
+        return None
     if head.path != settings.path:
         router.metrics.refused["bad_path"] += 1
         await _plain_answer(stream, 404, b'{"error": "not_found"}')
-        return
+        return None
     origin = head.headers.get("origin")
     if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
         router.metrics.refused["origin"] += 1
         event("refused", remote=remote, reason="origin not allowed", origin=origin)
         await _plain_answer(stream, 403, b'{"error": "forbidden", '
                             b'"message": "origin not allowed"}')
-        return
+        return None
     try:
         key = ws.check_upgrade(head.method, head.http_version, head.headers)
     except ws.HandshakeError as exc:
@@ -144,13 +152,13 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
         body = p.encode({"error": "bad_request", "message": exc.message})
         await _plain_answer(stream, exc.status, body,
                             "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
-        return
+        return None
     fd = socket_fd(stream)
     with trio.move_on_after(settings.handshake_timeout) as handshake:
         await write_all(stream, fd, ws.upgrade_response(key))
     if handshake.cancelled_caught:
-        return
-    await _session(router, stream, fd, head, remote, remote_ip)
+        return None
+    return await _admit(router, stream, fd, head, remote, remote_ip)
 
 
 async def _refuse(router: Router, stream: trio.abc.Stream, fd: int, code: int, reason: str
@@ -162,23 +170,23 @@ async def _refuse(router: Router, stream: trio.abc.Stream, fd: int, code: int, r
                        router.settings.handshake_timeout)
 
 
-async def _session(router: Router, stream: trio.abc.Stream, fd: int, head: _Head, remote: str,
-                   remote_ip: str) -> None:
+async def _admit(router: Router, stream: trio.abc.Stream, fd: int, head: _Head, remote: str,
+                 remote_ip: str) -> _Admitted | None:
+    """Authenticate and admit within the limits, or close with the code that says why."""
     try:
         principal = router.authenticate(head.token())
     except AuthError as exc:
         event("refused", remote=remote, reason=exc.reason, detail=str(exc))
         await _refuse(router, stream, fd, p.UNAUTHORIZED, str(exc)[:120])
-        return
+        return None
     try:
         conn = router.connect(principal, remote, remote_ip, stream)
     except Refused as exc:
         router.metrics.refused[exc.why] += 1
         event("refused", remote=remote, user=principal.user_id, reason=exc.why)
         await _refuse(router, stream, fd, exc.code, exc.reason)
-        return
-    reader = ws.FrameReader(router.settings.max_message_bytes)
-    await run_connection(router, conn, stream, reader, head.rest)
+        return None
+    return conn, stream, ws.FrameReader(router.settings.max_message_bytes), head.rest
 
 
 async def serve(router: Router, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -190,12 +198,10 @@ async def serve(router: Router, *, task_status: trio.TaskStatus[None] = trio.TAS
         router.ws_port = listeners[0].socket.getsockname()[1]
         accepting = trio.CancelScope()
 
-        async def handler(stream: trio.SocketStream) -> None:
-            await handle_tcp(router, stream)
-
         async def accept() -> None:
             with accepting:
-                await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
+                await trio.serve_listeners(functools.partial(handle_tcp, router), listeners,
+                                           handler_nursery=handlers)
 
         handlers.start_soon(accept)
         if settings.http_port:

@@ -65,6 +65,7 @@ class Settings:
     idempotency_window: float = 300.0
     idempotency_max_keys: int = 10_000
     max_binary_frames: int = 10
+    log_level: str = "info"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -91,6 +92,7 @@ _NON_NEGATIVE = {
     "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
     "history_ttl", "presence_ttl", "shutdown_grace",
 }
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _KNOWN_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
 
 
@@ -111,6 +113,10 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"path must start with '/', got {s.path!r}")
     if s.log_format not in ("text", "json"):
         raise SettingsError(f"log_format must be 'text' or 'json', got {s.log_format!r}")
+    if s.log_level not in LOG_LEVELS:
+        raise SettingsError(
+            f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"
+        )
     if s.backplane != "memory" and not s.backplane.startswith(("redis://", "rediss://")):
         raise SettingsError(
             f"backplane must be 'memory' or 'redis://HOST:PORT/DB', got {s.backplane!r}"
