@@ -121,9 +121,9 @@ class Router:
             raise
 
     def connect(self, principal: Principal, remote: str, remote_ip: str,
-                stream: trio.abc.Stream | None = None) -> Conn:
+                stream: trio.abc.Stream | None = None, preamble: bytes = b"") -> Conn:
         """Admit a connection within the limits, or raise Refused; the `connected` frame
-        goes out on `stream` at once."""
+        goes out on `stream` at once, in one write with `preamble` (the handshake's answer)."""
         s = self.settings
         if self.draining:
             raise Refused(p.GOING_AWAY, "server shutting down", "draining")
@@ -142,7 +142,7 @@ class Router:
         self.by_ip[remote_ip] = self.by_ip.get(remote_ip, 0) + 1
         self.metrics.connections_opened += 1
         self._schedule_expiry(conn)
-        conn.reply({
+        conn.send(preamble + p.text_frame(p.encode({
             "type": "connected",
             "connection_id": conn.id,
             "user_id": principal.user_id,
@@ -151,7 +151,7 @@ class Router:
             "limits": {"max_message_bytes": s.max_message_bytes,
                        "rate_per_second": s.rate_per_second, "rate_burst": s.rate_burst},
             "server_time": p.iso_time(time.time()),
-        })
+        })))
         return conn
 
     async def disconnect(self, conn: Conn) -> None:

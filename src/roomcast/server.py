@@ -1,6 +1,6 @@
 """Listeners, the front door, supervision and graceful shutdown.
 
-Every TCP connection first has its request head read by h11 under a time-out: plain HTTP
+Every TCP connection first has its request head read under a time-out: plain HTTP
 gets a prompt answer, a WebSocket upgrade is checked (path, Origin, RFC 6455 headers),
 answered with 101, and the connection actor takes over the same task.
 """
@@ -12,68 +12,50 @@ import functools
 import logging
 from urllib.parse import parse_qs, urlsplit
 
-import h11
 import trio
 
 from roomcast import protocol as p
 from roomcast import websocket as ws
 from roomcast.auth import AuthError
-from roomcast.connection import Conn, linger_close, run_connection, socket_fd, write_all
+from roomcast.connection import Conn, linger_close, run_connection, socket_fd
 from roomcast.log import event
 from roomcast.router import Refused, Router
 
-_MAX_HEAD = 16 * 1024
+
+def _is_upgrade(head: ws.RequestHead) -> bool:
+    """Asks for WebSocket; whether it asks correctly is check_upgrade's to say."""
+    return "websocket" in head.headers.get("upgrade", "").lower()
 
 
-class _Head:
-    """What the front door learned from a request head, and the bytes that followed it."""
-
-    def __init__(self, request: h11.Request, rest: bytes) -> None:
-        self.method = request.method.decode("latin-1")
-        self.target = request.target.decode("latin-1")
-        self.http_version = request.http_version.decode("latin-1")
-        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                        for k, v in request.headers}
-        self.rest = rest
-
-    @property
-    def is_upgrade(self) -> bool:
-        """Asks for WebSocket; whether it asks correctly is check_upgrade's to say."""
-        return "websocket" in self.headers.get("upgrade", "").lower()
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.target).path
-
-    def token(self) -> str | None:
-        values = parse_qs(urlsplit(self.target).query).get("token")
-        if values:
-            return values[0]
-        auth = self.headers.get("authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return None
+def _path(head: ws.RequestHead) -> str:
+    return urlsplit(head.target).path
 
 
-async def _read_head(stream: trio.abc.Stream) -> _Head | None:
-    """Read until h11 has a whole request head; None when the peer sent no valid one."""
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+def _token(head: ws.RequestHead) -> str | None:
+    """The JWT from `?token=` (the only way a browser can) or `Authorization: Bearer`."""
+    values = parse_qs(urlsplit(head.target).query).get("token")
+    if values:
+        return values[0]
+    scheme, _, value = head.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def _read_head(stream: trio.abc.Stream) -> ws.RequestHead | None:
+    """Read until a whole request head has arrived; None when the peer sent no valid one."""
+    data = b""
     while True:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            return None
+        data += chunk
         try:
-            ev = parser.next_event()
-        except h11.RemoteProtocolError:
+            head = ws.parse_request_head(data)
+        except ws.HandshakeError:
             return None
-        if isinstance(ev, h11.Request):
-            parser.next_event()  # PAUSED for an upgrade: what follows is not HTTP
-            return _Head(ev, parser.trailing_data[0])
-        if ev is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            if not data:
-                return None
-            parser.receive_data(bytes(data))
-        else:
-            return None
+        if head is not None:
+            return head
 
 
 async def _plain_answer(stream: trio.abc.Stream, status: int, body: bytes,
@@ -126,15 +108,15 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
         router.metrics.refused["bad_handshake"] += 1
         await _plain_answer(stream, 400, b'{"error": "bad_request"}')
         return None
-    if not head.is_upgrade:
-        if head.method == "GET" and head.path == "/healthz":
+    if not _is_upgrade(head):
+        if head.method == "GET" and _path(head) == "/healthz":
             await _plain_answer(stream, 200, b'{"status": "ok"}')
         else:
             await _plain_answer(stream, 426, b'{"error": "upgrade_required", '
                                 b'"message": "this port speaks WebSocket only"}',
                                 "Upgrade: websocket\r\n")
         return None
-    if head.path != settings.path:
+    if _path(head) != settings.path:
         router.metrics.refused["bad_path"] += 1
         await _plain_answer(stream, 404, b'{"error": "not_found"}')
         return None
@@ -153,38 +135,34 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
         await _plain_answer(stream, exc.status, body,
                             "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
         return None
-    fd = socket_fd(stream)
-    with trio.move_on_after(settings.handshake_timeout) as handshake:
-        await write_all(stream, fd, ws.upgrade_response(key))
-    if handshake.cancelled_caught:
-        return None
-    return await _admit(router, stream, fd, head, remote, remote_ip)
+    return await _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip)
 
 
-async def _refuse(router: Router, stream: trio.abc.Stream, fd: int, code: int, reason: str
+async def _refuse(router: Router, stream: trio.abc.Stream, answer: bytes, code: int, reason: str
                   ) -> None:
-    """Close a just-upgraded connection before it is admitted: no data frame, a close code."""
+    """Accept the handshake (`answer`), then close before any data frame, with a code."""
     router.metrics.closes[code] += 1
-    await linger_close(stream, fd, ws.close_frame(code, reason),
+    await linger_close(stream, socket_fd(stream), answer + ws.close_frame(code, reason),
                        ws.FrameReader(router.settings.max_message_bytes),
                        router.settings.handshake_timeout)
 
 
-async def _admit(router: Router, stream: trio.abc.Stream, fd: int, head: _Head, remote: str,
-                 remote_ip: str) -> _Admitted | None:
-    """Authenticate and admit within the limits, or close with the code that says why."""
+async def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer: bytes,
+                 remote: str, remote_ip: str) -> _Admitted | None:
+    """Authenticate and admit within the limits, or close with the code that says why; the
+    handshake's `answer` goes out in the same write as the first frame either way."""
     try:
-        principal = router.authenticate(head.token())
+        principal = router.authenticate(_token(head))
     except AuthError as exc:
         event("refused", remote=remote, reason=exc.reason, detail=str(exc))
-        await _refuse(router, stream, fd, p.UNAUTHORIZED, str(exc)[:120])
+        await _refuse(router, stream, answer, p.UNAUTHORIZED, str(exc)[:120])
         return None
     try:
-        conn = router.connect(principal, remote, remote_ip, stream)
+        conn = router.connect(principal, remote, remote_ip, stream, answer)
     except Refused as exc:
         router.metrics.refused[exc.why] += 1
         event("refused", remote=remote, user=principal.user_id, reason=exc.why)
-        await _refuse(router, stream, fd, exc.code, exc.reason)
+        await _refuse(router, stream, answer, exc.code, exc.reason)
         return None
     return conn, stream, ws.FrameReader(router.settings.max_message_bytes), head.rest
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Final, TypeAlias
 
 __all__ = [
     "MAX_CONTROL_PAYLOAD",
+    "MAX_HEAD_BYTES",
     "BinaryMessage",
     "CloseReceived",
     "Event",
@@ -21,10 +23,12 @@ __all__ = [
     "HandshakeError",
     "Ping",
     "Pong",
+    "RequestHead",
     "TextMessage",
     "accept_key",
     "check_upgrade",
     "close_frame",
+    "parse_request_head",
     "pong_frame",
     "upgrade_response",
 ]
@@ -34,6 +38,59 @@ MAX_CONTROL_PAYLOAD = 125
 _GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 _NO_WIRE_CODES: Final = frozenset((1005, 1006, 1015))  # "MUST NOT be set" in a close frame
 _CLOSED: Final = -1  # FrameReader._opcode once a close (or a violation) has been seen
+
+
+# --- the request head --------------------------------------------------------------------
+
+MAX_HEAD_BYTES: Final = 16 * 1024
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+_REQUEST_LINE: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/(1\.[01])\r?")
+_HEADER_LINE: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+"
+    rb"[\x21-\x7e\x80-\xff]+)*)?)[ \t]*\r?")
+
+
+class RequestHead:
+    """An HTTP/1.x request head: method, target, version, headers (names lower-cased, repeats
+    joined with ", "), and the bytes that followed it."""
+
+    __slots__ = ("headers", "http_version", "method", "rest", "target")
+
+    def __init__(self, method: str, target: str, http_version: str, headers: dict[str, str],
+                 rest: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version
+        self.headers = headers
+        self.rest = rest
+
+
+def parse_request_head(data: bytes) -> RequestHead | None:
+    """The request head at the start of `data`, or None while it is incomplete. Raises
+    HandshakeError (400) for a head that is malformed or longer than MAX_HEAD_BYTES. Strict
+    where it matters (RFC 9112: token names, no obsolete line folding, no control
+    characters); bare LF line ends are tolerated, as most servers do."""
+    end = _HEAD_END.search(data, 0, MAX_HEAD_BYTES + 4)
+    if end is None:
+        if len(data) > MAX_HEAD_BYTES:
+            raise HandshakeError(400, f"the request head is longer than {MAX_HEAD_BYTES} bytes")
+        return None
+    lines = data[:end.start()].split(b"\n")
+    request = _REQUEST_LINE.fullmatch(lines[0])
+    if request is None:
+        raise HandshakeError(400, "malformed request line; expected: GET /path HTTP/1.1")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        header = _HEADER_LINE.fullmatch(line)
+        if header is None:
+            raise HandshakeError(400, "malformed header line; expected: Name: value")
+        name = header[1].decode("ascii").lower()
+        value = header[2].decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    method, target, version = request.groups()
+    return RequestHead(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"),
+                       headers, data[end.end():])
 
 
 # --- handshake ---------------------------------------------------------------------------
