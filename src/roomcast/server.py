@@ -17,7 +17,7 @@ import trio
 from roomcast import protocol as p
 from roomcast import websocket as ws
 from roomcast.auth import AuthError
-from roomcast.connection import Conn, linger_close, run_connection, socket_fd
+from roomcast.connection import Conn, linger_close, receive_some, run_connection, socket_fd
 from roomcast.log import event
 from roomcast.router import Refused, Router
 
@@ -44,14 +44,16 @@ def _token(head: ws.RequestHead) -> str | None:
 
 async def _read_head(stream: trio.abc.Stream) -> ws.RequestHead | None:
     """Read until a whole request head has arrived; None when the peer sent no valid one."""
-    data = b""
+    data = bytearray()
+    fd = socket_fd(stream)
     while True:
-        chunk = await stream.receive_some(4096)
+        chunk = await receive_some(stream, fd)
         if not chunk:
             return None
+        searched = len(data)
         data += chunk
         try:
-            head = ws.parse_request_head(data)
+            head = ws.parse_request_head(bytes(data) if searched else chunk, searched)
         except ws.HandshakeError:
             return None
         if head is not None:

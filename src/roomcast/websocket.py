@@ -45,10 +45,10 @@ _CLOSED: Final = -1  # FrameReader._opcode once a close (or a violation) has bee
 MAX_HEAD_BYTES: Final = 16 * 1024
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 _REQUEST_LINE: Final = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/(1\.[01])\r?")
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/(1\.[01])")
 _HEADER_LINE: Final = re.compile(
     rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+"
-    rb"[\x21-\x7e\x80-\xff]+)*)?)[ \t]*\r?")
+    rb"[\x21-\x7e\x80-\xff]+)*)?)[ \t]*")
 
 
 class RequestHead:
@@ -66,21 +66,28 @@ class RequestHead:
         self.rest = rest
 
 
-def parse_request_head(data: bytes) -> RequestHead | None:
+def parse_request_head(data: bytes, searched: int = 0) -> RequestHead | None:
     """The request head at the start of `data`, or None while it is incomplete. Raises
-    HandshakeError (400) for a head that is malformed or longer than MAX_HEAD_BYTES. Strict
-    where it matters (RFC 9112: token names, no obsolete line folding, no control
-    characters); bare LF line ends are tolerated, as most servers do."""
-    end = _HEAD_END.search(data, 0, MAX_HEAD_BYTES + 4)
+    HandshakeError (400) for a head that is malformed or longer than MAX_HEAD_BYTES (its
+    blank line included). Strict where it matters (RFC 9112: token names, no obsolete line
+    folding, no control characters, exactly one Host in HTTP/1.1); bare LF line ends are
+    tolerated, as most servers do. `searched`: how many bytes an earlier call already saw
+    without finding the end, so that a head sent a byte at a time is not scanned again and
+    again."""
+    end = _HEAD_END.search(data, max(0, searched - 3), MAX_HEAD_BYTES)
     if end is None:
         if len(data) > MAX_HEAD_BYTES:
             raise HandshakeError(400, f"the request head is longer than {MAX_HEAD_BYTES} bytes")
         return None
-    lines = data[:end.start()].split(b"\n")
+    *lines, last = data[:end.start()].split(b"\n")
+    # Every line but the last ends where a \n was: a CR before it belongs to the line end.
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    lines.append(last)  # its line end went with the blank line
     request = _REQUEST_LINE.fullmatch(lines[0])
     if request is None:
         raise HandshakeError(400, "malformed request line; expected: GET /path HTTP/1.1")
     headers: dict[str, str] = {}
+    hosts = 0
     for line in lines[1:]:
         header = _HEADER_LINE.fullmatch(line)
         if header is None:
@@ -88,7 +95,10 @@ def parse_request_head(data: bytes) -> RequestHead | None:
         name = header[1].decode("ascii").lower()
         value = header[2].decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        hosts += name == "host"
     method, target, version = request.groups()
+    if version == b"1.1" and hosts != 1:
+        raise HandshakeError(400, "an HTTP/1.1 request needs exactly one Host header")
     return RequestHead(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"),
                        headers, data[end.end():])
 

@@ -1,8 +1,10 @@
-"""roomcast.websocket: the upgrade checks, the frames the server sends, and FrameReader on
-hand-built client frames (including malformed ones) and on wsproto's client frames."""
+"""roomcast.websocket: the upgrade checks, the frames the server sends, FrameReader on
+hand-built client frames (including malformed ones) and on wsproto's client frames, and
+parse_request_head on hand-built request heads."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import sys
 
@@ -11,6 +13,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from roomcast.websocket import (
     MAX_CONTROL_PAYLOAD,
+    MAX_HEAD_BYTES,
     BinaryMessage,
     CloseReceived,
     Event,
@@ -19,10 +22,12 @@ from roomcast.websocket import (
     HandshakeError,
     Ping,
     Pong,
+    RequestHead,
     TextMessage,
     accept_key,
     check_upgrade,
     close_frame,
+    parse_request_head,
     pong_frame,
     upgrade_response,
 )
@@ -517,3 +522,244 @@ def test_errors_survive_pickling() -> None:
     assert (shake.status, shake.message, str(shake)) == (426, "speak 13", "426: speak 13")
     frame = pickle.loads(pickle.dumps(FrameError(1009, "too big")))
     assert (frame.code, frame.reason, str(frame)) == (1009, "too big", "1009: too big")
+
+
+# --- parse_request_head ------------------------------------------------------------------
+
+UPGRADE = (
+    b"GET /ws?token=abc HTTP/1.1\r\n"
+    b"Host: example.com:8000\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"Origin: http://example.com\r\n"
+    b"\r\n"
+)
+UPGRADE_HEADERS = {
+    "host": "example.com:8000",
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64)",
+    "upgrade": "websocket",
+    "connection": "Upgrade",
+    "sec-websocket-key": KEY,
+    "sec-websocket-version": "13",
+    "origin": "http://example.com",
+}
+HeadFields = tuple[str, str, str, dict[str, str], bytes]
+
+
+def fields(head: RequestHead | None) -> HeadFields | None:
+    """A head's fields as a tuple (RequestHead has no __eq__), or None."""
+    if head is None:
+        return None
+    return head.method, head.target, head.http_version, head.headers, head.rest
+
+
+def parsed(data: bytes) -> HeadFields:
+    """The fields of the head that `data` must hold."""
+    result = fields(parse_request_head(data))
+    assert result is not None, f"{data!r} parsed as incomplete"
+    return result
+
+
+def refused(data: bytes) -> HandshakeError:
+    """The HandshakeError (a 400) that parsing `data` raises."""
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(data)
+    assert info.value.status == 400
+    return info.value
+
+
+def request(*header_lines: bytes, line: bytes = b"GET / HTTP/1.1") -> bytes:
+    """A request head with a Host header, then `header_lines`, CRLF line ends."""
+    return b"\r\n".join([line, b"Host: x", *header_lines]) + b"\r\n\r\n"
+
+
+def test_parse_request_head_reads_a_typical_upgrade_request() -> None:
+    head = parse_request_head(UPGRADE)
+    assert isinstance(head, RequestHead)
+    assert fields(head) == ("GET", "/ws?token=abc", "1.1", UPGRADE_HEADERS, b"")
+    assert check_upgrade(head.method, head.http_version, head.headers) == KEY
+
+
+def test_parse_request_head_reads_a_head_without_headers() -> None:
+    assert parsed(b"GET /healthz HTTP/1.0\r\n\r\n") == ("GET", "/healthz", "1.0", {}, b"")
+
+
+@pytest.mark.parametrize("head", [
+    UPGRADE,
+    UPGRADE.replace(b"\r\n", b"\n"),
+    b"GET /healthz HTTP/1.1\r\nHost: x\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+], ids=["crlf", "lf", "mixed", "no-headers"])
+def test_parse_request_head_is_none_until_the_head_is_complete(head: bytes) -> None:
+    rest = b"\x81\x85" + MASK  # the start of a client frame, sent on the head's heels
+    data = head + rest
+    whole = parsed(data)
+    for cut in range(len(data) + 1):
+        expected = None if cut < len(head) else (*whole[:4], rest[:cut - len(head)])
+        assert fields(parse_request_head(data[:cut])) == expected, cut
+
+
+def test_parse_request_head_keeps_the_bytes_after_the_head_in_rest() -> None:
+    after = text("hello") + b"GET / HTTP/1.1\r\n\r\n" + b"\r\n\r\n"
+    assert parsed(UPGRADE + after)[4] == after
+
+
+def test_parse_request_head_joins_repeated_headers() -> None:
+    head = request(b"Sec-WebSocket-Protocol: chat", b"Accept: */*",
+                   b"sec-websocket-protocol: superchat", b"SEC-WEBSOCKET-PROTOCOL: v2")
+    assert parsed(head)[3] == {
+        "host": "x", "sec-websocket-protocol": "chat, superchat, v2", "accept": "*/*"}
+
+
+def test_parse_request_head_joins_an_empty_repeat_too() -> None:
+    assert parsed(request(b"X-A: 1", b"X-A:", b"X-A:  2"))[3]["x-a"] == "1, , 2"
+
+
+def test_parse_request_head_lower_cases_names() -> None:
+    assert list(parsed(request(b"X-MiXeD-CaSe: Value"))[3]) == ["host", "x-mixed-case"]
+
+
+def test_parse_request_head_strips_whitespace_around_values_but_keeps_inner_whitespace() -> None:
+    head = request(b"X-Padded: \t a  b\tc \t ", b"X-Tight:v", b"X-Empty: \t ")
+    assert parsed(head)[3] == {
+        "host": "x", "x-padded": "a  b\tc", "x-tight": "v", "x-empty": ""}
+
+
+def test_parse_request_head_decodes_obs_text_in_values_as_latin_1() -> None:
+    assert parsed(request(b"X-Name: Andr\xc3\xa9"))[3]["x-name"] == "Andr\xc3\xa9"
+
+
+def test_parse_request_head_accepts_bare_lf_line_ends() -> None:
+    assert parsed(UPGRADE.replace(b"\r\n", b"\n")) == parsed(UPGRADE)
+
+
+def test_parse_request_head_refuses_obsolete_line_folding() -> None:
+    refused(request(b"X-Folded: first", b" second"))
+    refused(request(b"X-Folded: first", b"\tsecond"))
+
+
+def test_parse_request_head_refuses_whitespace_before_the_colon() -> None:
+    refused(request(b"Upgrade : websocket"))
+    refused(request(b"Upgrade\t: websocket"))
+
+
+def test_parse_request_head_refuses_an_empty_header_name() -> None:
+    refused(request(b": value"))
+
+
+def test_parse_request_head_refuses_a_non_token_header_name() -> None:
+    refused(request(b"X(y): value"))
+    refused(request(b"X\xe9: value"))
+
+
+def test_parse_request_head_refuses_a_header_line_without_a_colon() -> None:
+    refused(request(b"Upgrade websocket"))
+
+
+@pytest.mark.parametrize("char", [b"\x00", b"\x01", b"\x0b", b"\x0c", b"\x1f", b"\x7f", b"\r"])
+def test_parse_request_head_refuses_a_control_character_in_a_value(char: bytes) -> None:
+    refused(request(b"X-Value: a" + char + b"b"))
+
+
+def test_parse_request_head_refuses_http_2_0() -> None:
+    refused(request(line=b"GET / HTTP/2.0"))
+
+
+@pytest.mark.parametrize("line", [b"GET /", b"GET / HTTP/0.9"])
+def test_parse_request_head_refuses_http_0_9(line: bytes) -> None:
+    refused(line + b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("line", [b"GET / HTTP/1.2", b"GET / http/1.1", b"GET / HTTP/1.1x"])
+def test_parse_request_head_refuses_other_versions(line: bytes) -> None:
+    refused(request(line=line))
+
+
+def test_parse_request_head_refuses_a_request_line_without_a_target() -> None:
+    refused(request(line=b"GET HTTP/1.1"))
+    refused(request(line=b"GET  HTTP/1.1"))
+
+
+@pytest.mark.parametrize("line", [
+    b"GET  / HTTP/1.1", b"GET /  HTTP/1.1", b" GET / HTTP/1.1", b"GET / HTTP/1.1 ",
+    b"GET\t/ HTTP/1.1",
+])
+def test_parse_request_head_refuses_extra_whitespace_in_the_request_line(line: bytes) -> None:
+    refused(request(line=line))
+
+
+def test_parse_request_head_refuses_a_non_ascii_target() -> None:
+    refused(request(line=b"GET /caf\xc3\xa9 HTTP/1.1"))
+
+
+def test_parse_request_head_refuses_a_blank_line_before_the_request_line() -> None:
+    refused(b"\r\n" + UPGRADE)
+
+
+@pytest.mark.parametrize("blank", [b" ", b"\t", b" \t "])
+def test_parse_request_head_refuses_a_line_of_only_whitespace(blank: bytes) -> None:
+    refused(request(blank, b"Upgrade: websocket"))
+    refused(request(b"Upgrade: websocket", blank))
+
+
+def test_parse_request_head_refuses_a_head_over_max_head_bytes_as_soon_as_it_exceeds_it() -> None:
+    data = b"GET / HTTP/1.1\r\nX-Long: " + b"a" * MAX_HEAD_BYTES
+    assert parse_request_head(data[:MAX_HEAD_BYTES]) is None
+    error = refused(data[:MAX_HEAD_BYTES + 1])
+    assert str(MAX_HEAD_BYTES) in error.message
+
+
+def test_parse_request_head_refuses_a_complete_head_over_max_head_bytes() -> None:
+    refused(request(b"X-Long: " + b"a" * MAX_HEAD_BYTES))
+
+
+def test_parse_request_head_accepts_a_head_of_max_head_bytes() -> None:
+    start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: "
+    value = b"a" * (MAX_HEAD_BYTES - len(start) - 4)
+    head = start + value + b"\r\n\r\n"  # MAX_HEAD_BYTES, its terminator included
+    assert len(head) == MAX_HEAD_BYTES
+    assert parsed(head)[3] == {"host": "x", "x-long": value.decode()}
+
+
+@pytest.mark.parametrize("extra", [1, 2, 3, 4])
+def test_parse_request_head_over_the_limit_is_refused_however_it_arrives(extra: int) -> None:
+    # A head whose blank line ends 1-4 bytes past MAX_HEAD_BYTES: refused whole, and never
+    # accepted when its last bytes come in a later read.
+    start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: "
+    head = start + b"a" * (MAX_HEAD_BYTES + extra - 4 - len(start)) + b"\r\n\r\n"
+    with pytest.raises(HandshakeError):
+        parse_request_head(head)
+    for cut in range(MAX_HEAD_BYTES - 4, len(head)):
+        with contextlib.suppress(HandshakeError):
+            assert parse_request_head(head[:cut]) is None
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n",
+    b"GET / HTTP/1.1\r\r\n\r\n",
+])
+def test_parse_request_head_refuses_a_bare_cr_before_the_last_line_end(head: bytes) -> None:
+    refused(head)
+
+
+@pytest.mark.parametrize("hosts", [b"", b"Host: a\r\nHost: b\r\n"])
+def test_parse_request_head_refuses_http_1_1_without_exactly_one_host(hosts: bytes) -> None:
+    with pytest.raises(HandshakeError) as exc:
+        parse_request_head(b"GET / HTTP/1.1\r\n" + hosts + b"\r\n")
+    assert exc.value.status == 400 and "Host" in exc.value.message
+
+
+def test_parse_request_head_accepts_http_1_0_without_host() -> None:
+    head = parse_request_head(b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert head is not None and head.headers == {}
+
+
+def test_parse_request_head_scans_only_new_bytes_when_told_what_was_searched() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    for cut in range(1, len(head)):
+        assert parse_request_head(head[:cut]) is None
+        again = parse_request_head(head, cut)
+        assert again is not None and again.headers == {"host": "x"}
