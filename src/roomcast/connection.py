@@ -29,6 +29,7 @@ from roomcast.log import event
 if TYPE_CHECKING:
     from roomcast.auth import Principal
     from roomcast.router import Router
+    from roomcast.settings import Settings
 
 BATCH_BYTES = 256 * 1024  # the most the writer joins into one write
 RECEIVE_BYTES = 64 * 1024
@@ -195,14 +196,21 @@ async def write_all(stream: trio.abc.Stream, fd: int, data: bytes) -> None:
 
 
 async def linger_close(stream: trio.abc.Stream, fd: int, frame: bytes, reader: ws.FrameReader,
-                       timeout: float) -> None:
+                       settings: Settings) -> None:
     """End a WebSocket we close: send `frame` (the rest of a half-written frame and a close
-    frame), then wait, at most `timeout`, for the peer's close frame, so that its bytes do not
-    arrive at a closed socket and reset the connection before it has read ours. A reader that
-    can parse no further (after a violation) half-closes instead and waits for the peer's end."""
-    with trio.move_on_after(timeout):
+    frame) within write_timeout (a slow reader's socket may first need to drain), then wait
+    up to handshake_timeout for the peer's close frame, so that its bytes do not arrive at a
+    closed socket and reset the connection before it has read ours. A reader that can parse
+    no further (after a violation) half-closes instead and waits for the peer's end."""
+    with trio.move_on_after(settings.write_timeout) as sending:
         try:
             await write_all(stream, fd, frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+    if sending.cancelled_caught:
+        return
+    with trio.move_on_after(settings.handshake_timeout):
+        try:
             eof_sent = False
             while True:
                 if reader.closed and not eof_sent and isinstance(
@@ -377,11 +385,11 @@ async def _finish(router: Router, conn: Conn, stream: trio.abc.Stream, reader: w
     tail = conn.pending[0] if conn.tail and conn.pending else b""
     frame = tail + ws.close_frame(conn.close_code, conn.close_reason)
     if conn.closed_by_peer:
-        with trio.move_on_after(router.settings.handshake_timeout), contextlib.suppress(
+        with trio.move_on_after(router.settings.write_timeout), contextlib.suppress(
                 trio.BrokenResourceError, trio.ClosedResourceError):
             await write_all(stream, conn.fd, frame)
         return
-    await linger_close(stream, conn.fd, frame, reader, router.settings.handshake_timeout)
+    await linger_close(stream, conn.fd, frame, reader, router.settings)
 
 
 def _count_unsent(router: Router, conn: Conn) -> None:

@@ -145,8 +145,7 @@ async def _refuse(router: Router, stream: trio.abc.Stream, answer: bytes, code: 
     """Accept the handshake (`answer`), then close before any data frame, with a code."""
     router.metrics.closes[code] += 1
     await linger_close(stream, socket_fd(stream), answer + ws.close_frame(code, reason),
-                       ws.FrameReader(router.settings.max_message_bytes),
-                       router.settings.handshake_timeout)
+                       ws.FrameReader(router.settings.max_message_bytes), router.settings)
 
 
 async def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer: bytes,

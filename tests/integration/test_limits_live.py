@@ -261,6 +261,32 @@ async def test_a_client_that_stops_reading_is_closed_4409_without_stalling_other
     assert closed_at is not None and len(offsets) <= closed_at
 
 
+async def test_a_slow_client_that_reads_again_after_the_handshake_timeout_still_gets_4409(
+) -> None:
+    """The close frame waits behind what the socket already holds, for up to write_timeout,
+    not handshake_timeout: a client that resumes reading late still learns why it was cut."""
+    data = "x" * 200_000
+    async with running_server(max_pending=4, handshake_timeout=0.2, write_timeout=30
+                              ) as router:
+        slow = await RawClient.open(router, make_token("slow", rooms=["*"]))
+        try:
+            await slow.send({"type": "subscribe", "id": 1, "rooms": ["room:1"]})
+            while not (isinstance(f := await slow.next(), dict) and f["type"] == "subscribed"):
+                pass
+            with trio.fail_after(60):
+                for n in range(1, 501):
+                    await router.publish("room:1", {"n": n, "pad": data})
+                    await trio.lowlevel.checkpoint()
+                    if router.metrics.drops["slow_consumer"]:
+                        break
+            assert router.metrics.drops["slow_consumer"]
+            await trio.sleep(1.0)  # five handshake timeouts pass with the client not reading
+            code, _seen = await slow.closed(timeout=30)
+        finally:
+            await slow.aclose()
+    assert code == 4409
+
+
 async def test_a_client_that_never_reads_again_is_dropped_after_write_timeout() -> None:
     """Memory stays bounded: the silent reader is forgotten, not kept with its backlog."""
     data = "x" * 200_000
