@@ -156,8 +156,9 @@ def socket_fd(stream: trio.abc.Stream | None) -> int:
 
 
 async def receive_some(stream: trio.abc.Stream, fd: int) -> bytes:
-    """The next bytes from the peer, b"" once it has gone. A socket is read directly: fewer
-    layers per read, and fewer frames held while an idle connection waits."""
+    """The next bytes from the peer, b"" once it has gone. A socket is read directly (fewer
+    layers per read), and waited for only when nothing has arrived yet: a caller that loops
+    on it without waiting otherwise must checkpoint by itself."""
     if fd < 0:
         try:
             return bytes(await stream.receive_some(RECEIVE_BYTES))
@@ -165,7 +166,6 @@ async def receive_some(stream: trio.abc.Stream, fd: int) -> bytes:
             return b""
     while (data := read_now(fd)) is None:
         await trio.lowlevel.wait_readable(fd)
-    await trio.lowlevel.checkpoint()  # a peer that always has data yields too
     return data
 
 
@@ -270,6 +270,7 @@ async def _read(router: Router, conn: Conn, stream: trio.abc.Stream, reader: ws.
     """Frames in: text goes to the Router, pings get pongs, binary gets an error, a close
     frame (or a violation of RFC 6455) ends it."""
     fd = conn.fd
+    waited = True  # since the last checkpoint
     while True:
         if data and not await _received(router, conn, reader, data):
             return
@@ -278,10 +279,12 @@ async def _read(router: Router, conn: Conn, stream: trio.abc.Stream, reader: ws.
             if got is None:
                 data = b""
                 await trio.lowlevel.wait_readable(fd)
+                waited = True
                 continue
             data = got
-            if data:
+            if data and not waited:
                 await trio.lowlevel.checkpoint()  # a peer that always has data yields too
+            waited = False
         else:
             data = await receive_some(stream, fd)
         if not data:
