@@ -8,8 +8,10 @@ answered with 101, and the connection actor takes over the same task.
 from __future__ import annotations
 
 import contextlib
-import functools
+import errno
 import logging
+import os
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -72,18 +74,21 @@ async def _plain_answer(stream: trio.abc.Stream, status: int, body: bytes,
         await stream.send_all(head.encode() + b"\r\n" + body)
 
 
-def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
+def _peer(stream: trio.abc.Stream) -> tuple[str, int]:
     sock = getattr(stream, "socket", None)
     try:
         host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
     except OSError:
         host, port = "?", 0
-    return f"{host}:{port}", str(host)
+    return str(host), int(port)
 
 
-async def handle_tcp(router: Router, stream: trio.abc.Stream) -> None:
-    """The front door for one TCP connection; nothing raised here reaches the listener."""
-    remote, remote_ip = _peer(stream)
+async def handle_tcp(router: Router, stream: trio.abc.Stream,
+                     peer: tuple[str, int] | None = None) -> None:
+    """The front door for one TCP connection (`peer`: its address, when the caller knows
+    it); nothing raised here reaches the listener."""
+    remote_ip, port = peer[:2] if peer is not None else _peer(stream)
+    remote = f"{remote_ip}:{port}"
     try:
         admitted = await _front_door(router, stream, remote, remote_ip)
         if admitted is not None:  # the handshake's state is gone; the session holds little
@@ -168,6 +173,49 @@ async def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, 
     return conn, stream, ws.FrameReader(router.settings.max_message_bytes), head.rest
 
 
+_ACCEPT_BATCH = 64  # accepts in a row before letting other tasks run
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+async def _accept(router: Router, listener: trio.SocketListener, handlers: trio.Nursery
+                  ) -> None:
+    """Accept every pending connection per wake-up, each into a task of its own; the peer's
+    address comes with it (no getpeername per connection). Out of file descriptors or
+    memory: say so (once per spell), wait a little and go on, as trio.serve_listeners does."""
+    sock = socket.socket(fileno=os.dup(listener.socket.fileno()))  # our own, non-blocking
+    sock.setblocking(False)
+    failing = False
+    try:
+        accepted = 0
+        while True:
+            try:
+                conn, peer = sock.accept()
+            except BlockingIOError:
+                accepted = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    continue  # the peer gave up before we accepted (ECONNABORTED, ...)
+                router.metrics.refused["accept_failed"] += 1
+                if not failing:
+                    event("accept failed", logging.ERROR, reason=exc.strerror or str(exc),
+                          hint="raise the open-files limit (ulimit -n) or lower max_connections;"
+                          " retrying every 0.1 s")
+                failing = True
+                await trio.sleep(0.1)
+                continue
+            failing = False
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            handlers.start_soon(handle_tcp, router, stream, peer)
+            accepted += 1
+            if accepted >= _ACCEPT_BATCH:
+                accepted = 0
+                await trio.lowlevel.checkpoint()
+    finally:
+        sock.close()
+
+
 async def serve(router: Router, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                 ) -> None:
     """Listen until router.shutdown(), then drain: close everyone with 1001, spread out."""
@@ -179,8 +227,9 @@ async def serve(router: Router, *, task_status: trio.TaskStatus[None] = trio.TAS
 
         async def accept() -> None:
             with accepting:
-                await trio.serve_listeners(functools.partial(handle_tcp, router), listeners,
-                                           handler_nursery=handlers)
+                async with trio.open_nursery() as loops:
+                    for listener in listeners:
+                        loops.start_soon(_accept, router, listener, handlers)
 
         handlers.start_soon(accept)
         if settings.http_port:
