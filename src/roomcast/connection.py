@@ -90,8 +90,8 @@ class Conn:
         self.pending: deque[bytes] | None = None  # made on first use: most never need one
         self.tail = False  # pending[0] is the rest of a half-written frame
         self.writing = False  # a writer task is draining `pending`
-        self.nursery: trio.Nursery | None = None  # the actor's: writers start here, close()
-        # cancels it
+        # The actor's nursery while it runs: a writer starts in it, close() cancels it.
+        self.nursery: trio.Nursery | None = None
 
     def send(self, frame: bytes) -> None:
         """Send a ready WebSocket frame without waiting: straight into the socket when

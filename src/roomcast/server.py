@@ -45,7 +45,8 @@ def _token(head: ws.RequestHead) -> str | None:
 
 
 async def _read_head(stream: trio.abc.Stream) -> ws.RequestHead | None:
-    """Read until a whole request head has arrived; None when the peer sent no valid one."""
+    """Read until a whole request head has arrived; None when the peer hung up first.
+    HandshakeError when what it sent is not a valid head."""
     data = bytearray()
     fd = socket_fd(stream)
     while True:
@@ -54,10 +55,7 @@ async def _read_head(stream: trio.abc.Stream) -> ws.RequestHead | None:
             return None
         searched = len(data)
         data += chunk
-        try:
-            head = ws.parse_request_head(bytes(data) if searched else chunk, searched)
-        except ws.HandshakeError:
-            return None
+        head = ws.parse_request_head(bytes(data) if searched else chunk, searched)
         if head is not None:
             return head
 
@@ -109,11 +107,15 @@ async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remo
     the bytes that came after its request head; None when there is nothing to serve."""
     settings = router.settings
     head = None
+    message = f"no complete request head within {settings.handshake_timeout:g} s"
     with trio.move_on_after(settings.handshake_timeout):
-        head = await _read_head(stream)
+        try:
+            head = await _read_head(stream)
+        except ws.HandshakeError as exc:
+            message = exc.message
     if head is None:
         router.metrics.refused["bad_handshake"] += 1
-        await _plain_answer(stream, 400, b'{"error": "bad_request"}')
+        await _plain_answer(stream, 400, p.encode({"error": "bad_request", "message": message}))
         return None
     if not _is_upgrade(head):
         if head.method == "GET" and _path(head) == "/healthz":

@@ -255,6 +255,17 @@ async def test_garbage_instead_of_a_request_is_answered_and_closed() -> None:
     assert raw.startswith(b"HTTP/1.1 400")
 
 
+async def test_a_head_without_host_is_answered_400_saying_what_is_missing() -> None:
+    async with running_server(handshake_timeout=60) as router:
+        raw = await http_exchange(router.ws_port or 0, (
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body) == {"error": "bad_request",
+                                "message": "an HTTP/1.1 request needs exactly one Host header"}
+
+
 async def test_many_plain_requests_leave_the_server_serving_websockets() -> None:
     async with running_server(handshake_timeout=60) as router:
         async with trio.open_nursery() as nursery:
