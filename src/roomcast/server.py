@@ -90,7 +90,8 @@ async def handle_tcp(router: Router, stream: trio.abc.Stream,
     try:
         admitted = await _front_door(router, stream, remote, remote_ip)
         if admitted is not None:  # the handshake's state is gone; the session holds little
-            await run_connection(router, *admitted)
+            conn, reader, rest = admitted
+            await run_connection(router, conn, stream, reader, rest)
     except Exception:
         router.metrics.handler_errors += 1
         event("connection failed", logging.ERROR, exc_info=True, remote=remote)
@@ -98,7 +99,7 @@ async def handle_tcp(router: Router, stream: trio.abc.Stream,
         await trio.aclose_forcefully(stream)
 
 
-_Admitted = tuple[Conn, trio.abc.Stream, ws.FrameReader, bytes]
+_Admitted = tuple[Conn, ws.FrameReader, bytes]
 
 
 async def _front_door(router: Router, stream: trio.abc.Stream, remote: str, remote_ip: str
@@ -172,7 +173,7 @@ async def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, 
         event("refused", remote=remote, user=principal.user_id, reason=exc.why)
         await _refuse(router, stream, answer, exc.code, exc.reason)
         return None
-    return conn, stream, ws.FrameReader(router.settings.max_message_bytes), head.rest
+    return conn, ws.FrameReader(router.settings.max_message_bytes), head.rest
 
 
 _ACCEPT_BATCH = 64  # accepts in a row before letting other tasks run
