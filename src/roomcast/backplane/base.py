@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 import trio
 
+from roomcast.errors import RoomcastError
 from roomcast.protocol import MessageTemplate
 
 
-class BackplaneUnavailable(Exception):
+class BackplaneUnavailable(RoomcastError):
     """The backplane cannot be reached; the operation did not happen. Retry later."""
 
 
@@ -58,6 +59,14 @@ class Sink(Protocol):
 
     def control(self, kind: str, payload: dict[str, Any]) -> None:
         """A cluster-wide instruction: `disconnect` or `revoke`."""
+
+    def reset(self, room: str, epoch: str, offset: int, missed: tuple[int, int] | None
+              ) -> None:
+        """The room's stream changed under its live subscribers (protocol §17): a new epoch
+        (Redis restarted empty, a failover lost writes), or a gap in the current one that
+        history can no longer fill. Called before the first message delivered after it;
+        delivery resumes after `offset`, and `missed` (inclusive offsets) is what of the
+        stream this node knows it cannot deliver."""
 
     def resumed(self) -> None:
         """The backplane reconnected after losing its connection; call before delivering
