@@ -20,6 +20,7 @@ class Metrics:
     publishes: int = 0
     deliveries: int = 0
     handler_errors: int = 0
+    resets: int = 0  # stream resets announced to subscribers (protocol §17)
     drops: Counter[str] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
     auth_failures: Counter[str] = field(default_factory=Counter)

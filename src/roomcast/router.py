@@ -482,6 +482,22 @@ class Router:
         for sub in watchers:
             sub.subscriber.send(frame)
 
+    def reset(self, room: str, epoch: str, offset: int, missed: tuple[int, int] | None
+              ) -> None:
+        """Tell every live subscriber of `room` that its stream changed (§17)."""
+        body: dict[str, Any] = {"type": "reset", "room": room, "epoch": epoch, "offset": offset}
+        if missed is not None:
+            body["missed"] = {"from": missed[0], "to": missed[1]}
+            self.metrics.drops["undeliverable"] += missed[1] - missed[0] + 1
+        self.metrics.resets += 1
+        frame = p.text_frame(p.encode(body))
+        for sub in list(self.table.rooms.get(room, {}).values()):
+            sub.floor = None
+            if sub.held is not None:
+                sub.held.append((0, frame))
+            else:
+                sub.subscriber.send(frame)
+
     def resumed(self) -> None:
         """The backplane reconnected: its offsets may have started over (data loss), so no
         subscription may skip messages by an offset it saw before."""
