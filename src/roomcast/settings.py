@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roomcast.errors import RoomcastError
 
-class SettingsError(Exception):
+
+class SettingsError(RoomcastError):
     """A setting is missing or has a value that cannot be used; the message names it."""
 
 
@@ -109,6 +111,11 @@ def _validate(s: Settings) -> None:
             raise SettingsError(f"{name} must be 0 or more, got {getattr(s, name)!r}")
     if s.port > 65535 or s.http_port > 65535:
         raise SettingsError("port and http_port must be at most 65535")
+    if s.port and s.port == s.http_port:
+        raise SettingsError(
+            f"port and http_port are both {s.port}: give the HTTP listener its own port "
+            f"(--http-port {s.port + 1 if s.port < 65535 else s.port - 1}), or 0 to turn it off"
+        )
     if not s.path.startswith("/"):
         raise SettingsError(f"path must start with '/', got {s.path!r}")
     if s.log_format not in ("text", "json"):
@@ -131,6 +138,84 @@ def _validate(s: Settings) -> None:
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+
+# The one text of every setting's default and meaning (Markdown): `roomcast serve --help`
+# shows it, and docs/configuration.md holds reference_table() verbatim (a test checks).
+DOCS: dict[str, tuple[str, str]] = {
+    "host": ("`127.0.0.1`", "WebSocket (and HTTP) listener address"),
+    "port": ("`8000`", "WebSocket listener port"),
+    "path": ("`/ws`", "WebSocket endpoint path"),
+    "http_port": ("`8001`", "HTTP listener (health, metrics, server API, demo page); `0` = off"),
+    "node": ("host name + pid", "this node's name in `connected` and `/api/stats`"),
+    "jwt_secret": ("none", "HMAC secret for HS256/384/512"),
+    "jwt_public_key": ("none", "path of a PEM public key for RS256, ES256 or EdDSA"),
+    "jwt_algorithms": ("`HS256` (`RS256` with a key)", "allowed algorithms, comma-separated"),
+    "jwt_issuer": ("none", "required `iss` when set"),
+    "jwt_audience": ("none", "required `aud` when set"),
+    "jwt_leeway": ("`0`", "seconds of clock skew allowed on `exp`, `nbf`, `iat`"),
+    "default_rooms": ("`user:{sub}`", "subscribe patterns for tokens without a `rooms` claim; "
+                      "`{sub}` is the user id"),
+    "api_key": ("none", "bearer key for `/api/`; without one `/api/` answers 401 to everybody"),
+    "allowed_origins": ("empty", "allowed `Origin` values for the handshake; empty = any"),
+    "max_message_bytes": ("`1048576`", "largest incoming frame (bigger → close 1009)"),
+    "rate_per_second": ("`20`", "per-connection command rate (token bucket refill)"),
+    "rate_burst": ("`40`", "per-connection burst; also the number of rejected commands in "
+                   "10 s that closes with 4429"),
+    "max_connections_per_user": ("`5`", "live connections per `sub` (next → 4429)"),
+    "max_connections_per_ip": ("`0`", "live connections per remote address, `0` = off "
+                               "(next → 1013)"),
+    "max_connections": ("`100000`", "live connections per node (next → 1013)"),
+    "max_subscriptions": ("`100`", "rooms per connection"),
+    "max_pending": ("`1000`", "outgoing queue bound per connection, in frames "
+                    "(overflow → 4409)"),
+    "heartbeat_interval": ("`25`", "seconds between WebSocket pings"),
+    "heartbeat_timeout": ("`90`", "seconds without any sign of life before closing with 4408"),
+    "history_size": ("`100`", "messages kept per room; `0` = no history"),
+    "history_ttl": ("`300`", "seconds a message is kept; `0` = no history"),
+    "presence_ttl": ("`60`", "seconds a node's presence entries live without renewal "
+                     "(Redis backplane)"),
+    "backplane": ("`memory`", "`memory` or `redis://HOST:PORT/DB`"),
+    "shutdown_grace": ("`10`", "on SIGTERM/SIGINT, close every connection with 1001 spread "
+                       "over at most this many seconds (`--dev`: `1` unless set)"),
+    "log_format": ("`text`", "`text` or `json`"),
+    "handshake_timeout": ("`5`", "seconds to read a request head, finish a WebSocket "
+                          "handshake or a close handshake"),
+    "write_timeout": ("`10`", "seconds a socket may take no bytes while frames wait for it "
+                      "before the connection is aborted (4409)"),
+    "idempotency_window": ("`300`", "seconds an `idempotency_key` is remembered per room"),
+    "idempotency_max_keys": ("`10000`", "most `idempotency_key`s remembered per room "
+                             "(oldest forgotten first)"),
+    "max_binary_frames": ("`10`", "binary frames answered with an error before closing "
+                          "with 4400"),
+    "log_level": ("`info`", "`debug`, `info`, `warning` or `error`; every connection's open "
+                  "and ordinary close is logged at `debug`, a close for a cause (4408, 4409, "
+                  "4429, 4500, 1009, ...) at `info`"),
+}
+#: Settings beyond the contract's table (protocol §10), marked so in the reference.
+BEYOND_CONTRACT = frozenset({"handshake_timeout", "write_timeout", "idempotency_window",
+                             "idempotency_max_keys", "max_binary_frames", "log_level"})
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting: `--http-port` for http_port."""
+    return "--" + name.replace("_", "-")
+
+
+def help_text(name: str) -> str:
+    """A setting's meaning and default as plain text, for `--help`."""
+    default, meaning = DOCS[name]
+    return f"{meaning} (default: {default})".replace("`", "")
+
+
+def reference_table() -> str:
+    """The Markdown table of every setting: name, flag, variable, default, meaning."""
+    lines = ["| name | flag | variable | default | meaning |", "|---|---|---|---|---|"]
+    for name in FIELDS:
+        default, meaning = DOCS[name]
+        extra = " *(beyond the contract)*" if name in BEYOND_CONTRACT else ""
+        lines.append(f"| `{name}` | `{flag(name)}` | `ROOMCAST_{name.upper()}` | {default} | "
+                     f"{meaning}{extra} |")
+    return "\n".join(lines) + "\n"
 
 
 def _field_kind(name: str) -> type:
