@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from roomcast.codes import CloseCode
 from roomcast.fuzz import Closed, RawClient
 from roomcast.router import Router
 from tests.support import WAIT, connect, make_token, running_server
@@ -56,7 +57,7 @@ async def test_a_text_frame_that_is_not_utf8_is_closed_with_1007_and_a_close_fra
     async with running_server() as router, raw_client(router) as client:
         await client.raw_frame(0x1, b'{"type":"ping","id":"\xff"}')
         closed = await next_close(client)
-        assert closed.code == 1007
+        assert closed.code == CloseCode.INVALID_DATA
 
 
 async def test_a_text_frame_over_the_limit_in_bytes_is_closed_1009_however_few_characters(
@@ -66,7 +67,7 @@ async def test_a_text_frame_over_the_limit_in_bytes_is_closed_1009_however_few_c
         assert len(frame) < 1000 < len(frame.encode())
         await client.raw_frame(0x1, frame.encode())
         closed = await next_close(client)
-        assert closed.code == 1009
+        assert closed.code == CloseCode.TOO_BIG
 
 
 async def test_a_frame_at_exactly_the_limit_in_bytes_is_answered() -> None:
@@ -145,8 +146,8 @@ async def test_pings_that_arrive_while_the_server_closes_are_not_a_connection_fa
                 for _ in range(3):
                     await client.raw_frame(0x9, b"")
                 closed = await next_close(client)
-                # 1006 when the server's socket closed with our pings unread (a TCP reset)
-                assert closed.code in (4400, 1006)
+                # ABNORMAL when the server's socket closed with our pings unread (a TCP reset)
+                assert closed.code in (CloseCode.PROTOCOL_VIOLATION, CloseCode.ABNORMAL)
         with trio.fail_after(WAIT):
             await router.wait_drained()
     assert router.metrics.handler_errors == 0

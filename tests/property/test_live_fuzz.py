@@ -15,6 +15,8 @@ import trio
 from hypothesis import settings
 
 from roomcast import fuzz
+from roomcast.codes import CloseCode
+from roomcast.errors import RoomcastError
 from roomcast.router import Router
 from tests.support import SECRET, WAIT, running_server
 
@@ -38,7 +40,7 @@ async def test_the_server_keeps_the_contract_under_the_live_fuzzer() -> None:
         assert report.examples >= examples
         assert report.control_messages > 0 and report.pushes > 0
         assert router.metrics.handler_errors == 0
-        assert router.metrics.closes[4500] == 0
+        assert router.metrics.closes[CloseCode.INTERNAL] == 0
         await wait_for_no_connections(router)
 
 
@@ -64,6 +66,15 @@ def test_loopback_names_and_addresses_are_allowed_targets() -> None:
                    "wss://localhost/ws"):
         fuzz.parse_target(target)
     assert fuzz.parse_target("ws://10.1.2.3:8000/ws", allow_remote=True).host == "10.1.2.3"
+
+
+def test_a_target_the_fuzzer_refuses_raises_a_roomcast_error_that_says_what_to_do() -> None:
+    for target, hint in (("ws://10.1.2.3:8000/ws", "--allow-remote"),
+                         ("http://127.0.0.1:8000/ws", "ws://127.0.0.1:8000/ws"),
+                         ("ws://127.0.0.1:99999/ws", "invalid port")):
+        with pytest.raises(fuzz.TargetError, match=hint) as caught:
+            fuzz.parse_target(target)
+        assert isinstance(caught.value, RoomcastError) and isinstance(caught.value, ValueError)
 
 
 async def test_roomcast_fuzz_runs_from_the_command_line(tmp_path: Path) -> None:
