@@ -259,11 +259,11 @@ class Fuzzer:
             earned = answer.code == CloseCode.TOO_MANY and (session.rate_limited or session.burst)
             if expect.close_only and not earned:
                 raise FuzzFailure(f"closed with {answer.code} ({answer.reason!r}) after {what}; "
-                                  f"expected {sorted(expect.closes)}")
+                                  f"expected {sorted(map(int, expect.closes))}")
             return self._justify(session, answer, f"after {what}")
         if expect.close_only:
             raise FuzzFailure(f"answered {short(answer)} to {what}; the contract says close "
-                              f"with {sorted(expect.closes)}")
+                              f"with {sorted(map(int, expect.closes))}")
         self._check(session, answer, expect, what)
 
     def _check(self, session: Session, reply: dict[str, Any], expect: Expect, what: str) -> None:
