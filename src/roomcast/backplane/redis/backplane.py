@@ -1,0 +1,396 @@
+"""RedisBackplane: several roomcast processes act as one (protocol §9).
+
+Redis holds every room's epoch, offset, history and idempotency keys, and carries each
+message to every node over pub/sub. One Lua script per publish checks the idempotency key,
+assigns the next offset, keeps the message in history and PUBLISHes it, atomically, so
+offsets stay contiguous whichever node publishes. A node subscribes in Redis only to the
+rooms it has local subscribers in; its own publishes reach it through pub/sub like any
+other node's, so every node delivers each message exactly once, along one path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import secrets
+import time
+from typing import Any, cast
+
+import coredis
+import msgspec
+import trio
+from coredis.connection import BaseConnection
+from coredis.exceptions import ConnectionError as RedisConnectionError
+
+from roomcast.backplane.base import (
+    Backplane,
+    BackplaneUnavailable,
+    HistoryPage,
+    PublishResult,
+    RoomPosition,
+    Sink,
+)
+from roomcast.backplane.redis.commands import FAILURES, describe
+from roomcast.backplane.redis.keys import (
+    CHUNK,
+    CONTROL_CHANNEL,
+    NODES,
+    NODESTATS,
+    PREFIX,
+    REVOKED,
+    entry_decoder,
+    node_index,
+    room_channel,
+    room_keys,
+    strip_time,
+)
+from roomcast.backplane.redis.presence import Presence
+from roomcast.backplane.redis.reader import Reader, WatchedRoom
+from roomcast.backplane.redis.scripts import (
+    CLUSTER,
+    CONTROL,
+    HISTORY,
+    POSITION,
+    PUBLISH,
+    REAP,
+    REVOKE,
+)
+from roomcast.history import new_epoch
+from roomcast.log import event as log_event
+from roomcast.protocol import MessageTemplate
+from roomcast.settings import Settings, SettingsError
+
+_REVOKE_KEEP = 86400.0  # seconds a revocation without expires_at is kept (as RevocationList)
+_json_encode = msgspec.json.encode
+class RedisBackplane(Reader, Presence, Backplane):
+    """Offsets, history, presence and control in Redis, shared by every node (§9)."""
+
+    name = "redis"
+    # Reconnection: the first retry after min_backoff, doubling up to max_backoff, each
+    # delay drawn uniformly from [delay/2, delay] so nodes do not reconnect in step.
+    min_backoff = 0.05
+    max_backoff = 2.0
+    keepalive_interval = 1.0  # seconds between PINGs on each connection
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.instance = f"{settings.node}#{secrets.token_hex(3)}"
+        client_name = "".join(c if c.isalnum() or c in "-_.:#" else "_" for c in self.instance)
+        self._client_name = client_name
+        try:
+            # Only to read the URL (host, port, db, credentials, TLS); commands go over
+            # connections of our own: coredis's client path costs ~100 us of CPU per
+            # command where a request on a connection costs ~25 us (benchmarks/).
+            pool = coredis.ConnectionPool.from_url(
+                settings.backplane, connect_timeout=self.command_timeout,
+                stream_timeout=self.command_timeout,
+            )
+        except ValueError as exc:
+            raise SettingsError(
+                f"backplane: cannot use {settings.backplane!r} ({exc}); "
+                "write it as redis://HOST:PORT/DB"
+            ) from exc
+        if pool.location is None:
+            raise SettingsError(f"backplane: no host in {settings.backplane!r}; "
+                                "write it as redis://HOST:PORT/DB")
+        self.where = str(pool.location)
+        self._location = pool.location
+        self._connection_class: Any = pool.connection_class
+        self._conn_kwargs = {k: v for k, v in pool.connection_kwargs.items()
+                             if k != "processing_budget"}
+
+        s = settings
+        self._size = s.history_size
+        self._httl_ms = int(s.history_ttl * 1000)
+        self._window_ms = max(int(s.idempotency_window * 1000), 1)
+        self._room_ttl_ms = max(self._httl_ms, self._window_ms, 1000)
+        self._presence_ttl = s.presence_ttl if s.presence_ttl > 0 else 60.0
+        self._presence_ttl_ms = max(int(self._presence_ttl * 1000), 100)
+        self._index = node_index(self.instance)
+
+        self._ready = False
+        self._sub: BaseConnection | None = None  # pub/sub
+        self._cmd: BaseConnection | None = None  # every command, pipelined
+        self._watched: dict[str, WatchedRoom] = {}
+        self._channels: dict[bytes, str] = {}
+        self._events: dict[bytes, str | None] = {}
+        self._mine: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._inflight: set[tuple[str, str]] = set()
+        self._revoked_seen: dict[str, float] = {}
+        self._kick = trio.Event()
+        self._first_attempt = trio.Event()
+        self._registered = False  # the heartbeat has put this node in rc:nodes
+        self.down_reason = ""  # why Redis is unusable, for errors and logs
+        # Counters, shown in stats().
+        self.received = 0
+        self.duplicates = 0
+        self.filled = 0
+        self.lost = 0
+        self.reconnects = 0
+        self.sessions = 0  # times the node became ready
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def run(
+        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep a pub/sub connection (reconnecting with jittered backoff) and the node's
+        heartbeat; started once the first connection attempt has succeeded or failed."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._subscriber, sink)
+            with trio.move_on_after(2 * self.command_timeout + 1):
+                await self._first_attempt.wait()
+            nursery.start_soon(self._housekeeping, sink)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await self._leave()
+
+    async def _subscriber(self, sink: Sink) -> None:
+        """Run sessions one after another, with jittered exponential backoff between
+        failed attempts; logs when Redis goes away, then every 30 s while it stays away."""
+        backoff = self.min_backoff
+        logged_at = -math.inf
+        while True:
+            sessions = self.sessions
+            self.down_reason = ""  # set by whatever ends this attempt first
+            try:
+                await self._session(sink)
+            except FAILURES as exc:
+                self.down_reason = self.down_reason or describe(exc)  # the first cause
+            except Exception as exc:  # a bug here must not take the node down: log, retry
+                self.down_reason = describe(exc)
+                log_event("redis backplane failed; reconnecting", 40, exc_info=True,
+                          redis=self.where)
+            finally:
+                self._ready = False
+                self._sub = self._cmd = None
+                self._first_attempt.set()
+            now = trio.current_time()
+            if self.sessions != sessions:  # it was up: start over from the shortest delay
+                backoff = self.min_backoff
+                logged_at = -math.inf
+            if now - logged_at >= 30:
+                logged_at = now
+                log_event("redis backplane unreachable; /readyz answers 503 until it is back",
+                          30, redis=self.where, error=self.down_reason)
+            await trio.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, self.max_backoff)
+            self.reconnects += 1
+
+    def _connection(self, role: str) -> BaseConnection:
+        """A new (not yet running) connection to the configured Redis."""
+        kwargs = {**self._conn_kwargs, "client_name": f"roomcast-{role}:{self._client_name}"}
+        conn: BaseConnection = self._connection_class(self._location, **kwargs)
+        return conn
+
+    async def _session(self, sink: Sink) -> None:
+        """One life of the two connections (pub/sub, commands): subscribe to every watched
+        room and the control channel, catch up on what was missed, then deliver until
+        either connection fails."""
+        sub, cmd = self._connection("sub"), self._connection("cmd")
+        failure: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self._lifeline, sub, nursery.cancel_scope)
+                await nursery.start(self._lifeline, cmd, nursery.cancel_scope)
+                self._sub, self._cmd = sub, cmd
+                await self._resume(sink, sub)
+                nursery.start_soon(self._keepalive, sub)
+                nursery.start_soon(self._keepalive, cmd)
+                await self._read(sink, sub)
+            except Exception as exc:  # raised below, outside the nursery's exception group
+                failure = exc
+            finally:
+                self._ready = False
+                self._sub = self._cmd = None
+                sub.invalidate()
+                cmd.invalidate()
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        raise RedisConnectionError(self.down_reason or "the connection to Redis closed")
+
+    async def _lifeline(self, conn: BaseConnection, session: trio.CancelScope, *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run a connection; when it ends, so does the session."""
+        await conn.run(task_status=task_status)
+        if not session.cancel_called:
+            self.down_reason = self.down_reason or "the connection to Redis closed"
+            session.cancel()
+
+    async def _resume(self, sink: Sink, conn: BaseConnection) -> None:
+        """Subscribe to every watched room and the control channel, deliver what was
+        missed while away, apply revocations made meanwhile, then become ready."""
+        rooms = list(self._watched.items())
+        channels = [CONTROL_CHANNEL.encode()] + [st.channel for _, st in rooms]
+        for i in range(0, len(channels), CHUNK):
+            conn.send_command(b"SUBSCRIBE", *channels[i:i + CHUNK])
+        await self._ping(conn)
+        for _, st in rooms:
+            st.subscribed.set()
+        await self._catch_up(sink, rooms)
+        await self._sync_revocations(sink)
+        sink.resumed()  # after the catch-up: offsets may start over from here on
+        self._ready = True
+        self.sessions += 1
+        self.down_reason = ""
+        self._first_attempt.set()
+        self._kick.set()
+        if self.reconnects:
+            log_event("redis backplane connected", redis=self.where, rooms=len(self._watched))
+
+    async def _ping(self, conn: BaseConnection) -> None:
+        with trio.fail_after(self.command_timeout):
+            await conn.create_request(b"PING")
+
+    async def _keepalive(self, conn: BaseConnection) -> None:
+        """Notice a Redis that stopped answering (not only one that closed the socket)."""
+        while True:
+            await trio.sleep(self.keepalive_interval)
+            try:
+                await self._ping(conn)
+            except FAILURES as exc:
+                self.down_reason = f"no answer to PING ({describe(exc)})"
+                conn.invalidate()
+                return
+
+    async def _leave(self) -> None:
+        """On shutdown: take this node's presence out now rather than after presence_ttl.
+        Runs shielded while everything else is cancelled, so on a connection of its own."""
+        if not self._registered:
+            return
+        conn = self._connection("leave")
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.run)
+                try:
+                    for _ in range(1000):
+                        done = await self._eval(conn, REAP, [NODES, NODESTATS, self._index],
+                                                [self.instance, PREFIX, "0"])
+                        if done == 1:
+                            break
+                finally:
+                    conn.invalidate()
+        except Exception as exc:  # best effort: presence_ttl cleans up anyway
+            log_event("could not remove this node's presence on shutdown", 30,
+                      redis=self.where, error=describe(exc))
+
+    async def publish(
+        self, room: str, template: MessageTemplate, event: str | None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
+        try:
+            reply = await self._call(PUBLISH, room_keys(room), [
+                room_channel(room), template.head, template.tail, _json_encode(event),
+                "" if idempotency_key is None else "=" + idempotency_key,  # "" is a key too
+                new_epoch(), self._size, self._httl_ms,
+                self._window_ms, self.settings.idempotency_max_keys, self._room_ttl_ms,
+            ])
+        except BackplaneUnavailable as exc:
+            if "did not answer" in str(exc):
+                raise BackplaneUnavailable(
+                    f"{exc}; the message may or may not have been published: retry with "
+                    "the same idempotency_key") from exc
+            raise
+        return PublishResult(int(reply[0]), bytes(reply[1]).decode(), bool(reply[2]))
+
+    async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
+        st = self._watched.get(room)
+        if st is not None and not st.subscribed.is_set() and self._ready:
+            with trio.move_on_after(self.command_timeout):
+                await st.subscribed.wait()  # positions are read after the subscription
+        args: list[Any] = [new_epoch(), self._room_ttl_ms, "", "", self._httl_ms]
+        if since is not None:
+            args[2], args[3] = since[0], since[1]
+        reply = cast(list[Any], await self._call(POSITION, room_keys(room), args))
+        offset, epoch = int(reply[0]), bytes(reply[1])
+        st = self._watched.get(room)
+        if st is not None and (st.last is None or st.epoch != epoch):
+            st.epoch, st.last = epoch, offset  # messages up to here reach nobody new
+        if since is None:
+            return RoomPosition(offset, epoch.decode())
+        recovered = bool(reply[2])
+        missed = (int(reply[3]), int(reply[4])) if int(reply[3]) else None
+        messages = []
+        for raw in reply[5:]:
+            payload = strip_time(raw)
+            messages.append((entry_decoder.decode(payload).offset, payload))
+        return RoomPosition(offset, epoch.decode(), recovered, messages, missed)
+
+    async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
+        reply = cast(list[Any], await self._call(HISTORY, room_keys(room), [
+            new_epoch(), self._room_ttl_ms, "" if since is None else since, limit,
+            self._httl_ms]))
+        return HistoryPage(int(reply[0]), bytes(reply[1]).decode(),
+                           [strip_time(raw) for raw in reply[2:]])
+
+    async def watch(self, room: str) -> None:
+        """Subscribe to the room's channel; returns once Redis has confirmed it (or at once
+        when disconnected: the next connection subscribes to every watched room)."""
+        if room in self._watched:
+            return
+        st = self._watched[room] = WatchedRoom(room_channel(room))
+        self._channels[st.channel] = room
+        conn = self._sub
+        if conn is None:
+            return
+        try:
+            conn.send_command(b"SUBSCRIBE", st.channel)
+            await self._ping(conn)
+        except FAILURES:
+            return
+        st.subscribed.set()
+
+    async def unwatch(self, room: str) -> None:
+        st = self._watched.pop(room, None)
+        if st is None:
+            return
+        self._channels.pop(st.channel, None)
+        conn = self._sub
+        if conn is not None:
+            with contextlib.suppress(*FAILURES):
+                conn.send_command(b"UNSUBSCRIBE", st.channel)
+
+    def _watched_rooms(self) -> list[str]:
+        return list(self._watched)
+
+    # ------------------------------------------------------------ control and stats
+    async def send_control(self, kind: str, payload: dict[str, Any]) -> None:
+        message = kind.encode() + b"\n" + _json_encode(payload)
+        if kind == "revoke":
+            now = time.time()
+            expires = payload.get("expires_at")
+            forget_at = float(expires) if expires is not None else now + _REVOKE_KEEP
+            await self._call(REVOKE, [REVOKED], [
+                CONTROL_CHANNEL, message, str(payload["jti"]), forget_at, now])
+        else:
+            await self._call(CONTROL, [], [CONTROL_CHANNEL, message])
+
+    async def stats(self) -> dict[str, Any]:
+        """Cluster-wide: the live nodes (from their heartbeats) and their connections as
+        of each one's last heartbeat; and this node's backplane counters."""
+        reply = cast(list[Any], await self._call(
+            CLUSTER, [NODES, NODESTATS], []))
+        nodes = [msgspec.json.decode(raw) for raw in reply]
+        return {
+            "nodes": len(nodes),
+            "node_names": sorted(str(n.get("node")) for n in nodes),
+            "connections": sum(int(n.get("connections", 0)) for n in nodes),
+            "instance": self.instance,
+            "watched_rooms": len(self._watched),
+            "received": self.received,
+            "duplicates_dropped": self.duplicates,
+            "gap_filled": self.filled,
+            "lost": self.lost,
+            "reconnects": self.reconnects,
+        }
+
+

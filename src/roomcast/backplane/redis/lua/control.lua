@@ -1,0 +1,2 @@
+-- ARGV channel message
+return redis.call('PUBLISH', ARGV[1], ARGV[2])

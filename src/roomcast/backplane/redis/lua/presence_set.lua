@@ -1,0 +1,30 @@
+-- KEYS p pu idx; ARGV node user count info channel ttl member -> the user's cluster total
+local field = ARGV[1] .. '\0' .. ARGV[2]
+local old = 0
+local v = redis.call('HGET', KEYS[1], field)
+if v then old = tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1)) end
+local n = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[6])
+if n > 0 then
+  redis.call('HSET', KEYS[1], field, ARGV[3] .. '|' .. ARGV[4])
+  redis.call('SADD', KEYS[3], ARGV[7])
+  redis.call('PEXPIRE', KEYS[3], ttl)
+else
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('SREM', KEYS[3], ARGV[7])
+end
+local delta = n - old
+local total = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if delta ~= 0 then
+  total = redis.call('HINCRBY', KEYS[2], ARGV[2], delta)
+  if total <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local before = total - delta
+if before <= 0 and total > 0 then
+  redis.call('PUBLISH', ARGV[5], 'p1\n' .. ARGV[4] .. '\n' .. ARGV[2])
+elseif before > 0 and total <= 0 then
+  redis.call('PUBLISH', ARGV[5], 'p0\n\n' .. ARGV[2])
+end
+return total
