@@ -1,0 +1,75 @@
+"""The Python client for roomcast, on Trio: one logical connection that survives reconnects.
+
+    async with roomcast.client.connect("ws://127.0.0.1:8000/ws", token=get_token) as client:
+        await client.subscribe("project:12")
+        await client.publish("project:12", {"task_id": 7}, event="task.created")
+        async for event in client.messages():
+            print(event)
+
+It follows the server's close codes (some mean "never come back"), reconnects with
+exponential backoff and full jitter, resubscribes with `since` so nothing still in history
+is lost, resends unanswered publishes with their idempotency key, refreshes the token
+before it expires and pings to notice a dead link. See docs/clients.md.
+
+Inside: `events` (what the app sees), `errors`, `backoff` (close codes and delays),
+`tokens`, `session` (rooms and positions, pure), `transport` (the WebSocket IO),
+`lifecycle` (the connection loop) and `api` (the Client and connect).
+"""
+
+from __future__ import annotations
+
+from roomcast.client.api import Client, connect
+from roomcast.client.backoff import DEAD_LINK, STOP_CODES, Backoff
+from roomcast.client.errors import (
+    CommandError,
+    ConnectError,
+    ConnectionLost,
+    Disconnected,
+    RequestTimeout,
+    RoomcastError,
+)
+from roomcast.client.events import (
+    CloseInfo,
+    Direct,
+    Event,
+    HistoryPage,
+    Joined,
+    Left,
+    Message,
+    Position,
+    PresenceUser,
+    PublishResult,
+    Recovery,
+    State,
+    SubscribeResult,
+)
+from roomcast.client.tokens import TokenSource, token_expiry
+
+__all__ = [
+    "DEAD_LINK",
+    "STOP_CODES",
+    "Backoff",
+    "Client",
+    "CloseInfo",
+    "CommandError",
+    "ConnectError",
+    "ConnectionLost",
+    "Direct",
+    "Disconnected",
+    "Event",
+    "HistoryPage",
+    "Joined",
+    "Left",
+    "Message",
+    "Position",
+    "PresenceUser",
+    "PublishResult",
+    "Recovery",
+    "RequestTimeout",
+    "RoomcastError",
+    "State",
+    "SubscribeResult",
+    "TokenSource",
+    "connect",
+    "token_expiry",
+]

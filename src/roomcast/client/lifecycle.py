@@ -1,0 +1,453 @@
+"""The life of a client's connection: get a token, connect, resubscribe, read and route
+frames, refresh the token, and after a loss come back (or stop) as the close code says.
+The Client adds the public commands on top; the rules live beside it: `session` (rooms
+and positions), `backoff` (when to come back), `transport` (the WebSocket IO)."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from roomcast.client.backoff import DEAD_LINK, DEFAULT_BACKOFF, STOP_CODES, Backoff
+from roomcast.client.errors import (
+    CommandError,
+    ConnectionLost,
+    Disconnected,
+    RequestTimeout,
+    RoomcastError,
+)
+from roomcast.client.events import (
+    CloseInfo,
+    Direct,
+    Event,
+    Joined,
+    Left,
+    Message,
+    Position,
+    State,
+    SubscribeResult,
+)
+from roomcast.client.session import Filters, Session
+from roomcast.client.tokens import TokenSource, parse_time, token_expiry
+from roomcast.client.transport import (
+    Call,
+    Link,
+    closed,
+    open_websocket,
+    read_frames,
+    watch_pings,
+)
+from roomcast.codes import CloseCode
+
+__all__ = ["BY_THE_CLIENT", "Lifecycle", "Waiter"]
+
+logger = logging.getLogger("roomcast.client")
+
+BY_THE_CLIENT = "closed by the client"
+
+
+@dataclass(eq=False)
+class Waiter:
+    """Waits for a room's entry in some `subscribed` reply."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    result: SubscribeResult | None = None
+    error: RoomcastError | None = None
+
+
+class Lifecycle:
+    """A client's connection loop and the state it keeps; `Client` is what apps use."""
+
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 10.0,
+        publish_timeout: float = 60.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 10.0,
+        refresh_before: float = 30.0,
+        max_buffer: int = 1000,
+        max_message_size: int = 16 * 1024 * 1024,
+        on_state: Callable[[State, CloseInfo | None], None] | None = None,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"the URL must start with ws:// or wss://, got {url!r}")
+        if not token:
+            raise ValueError("a token is required: a JWT string, or a function returning one")
+        self.url = url
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.publish_timeout = publish_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.refresh_before = refresh_before
+        self.max_message_size = max_message_size
+        self.on_state = on_state
+        self.state = State.CONNECTING
+        self.token: str | None = None  # the token of the live (or last) connection
+        self.connection: dict[str, Any] | None = None  # the server's `connected` frame
+        self.last_close: CloseInfo | None = None
+        self.stopped: Disconnected | None = None  # why the client stopped for good
+        self._token_source = token
+        self._next_token: str | None = None
+        self._book = Session()
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._link: Link | None = None
+        self._state_changed = trio.Event()
+        self._ids = itertools.count(1)
+        self._attempt = 0
+        self._skew = 0.0  # server clock minus ours, seconds
+        self._closing = False
+        self._run_scope = trio.CancelScope()
+        self._finished = trio.Event()
+        self._events_send, self._events_receive = trio.open_memory_channel[Event](max_buffer)
+
+    # ------------------------------------------------------------ state
+    @property
+    def subscriptions(self) -> list[str]:
+        """The rooms this client keeps subscribed (across reconnects)."""
+        return list(self._book.subs)
+
+    def position(self, room: str) -> Position | None:
+        """The last offset seen in a room and its epoch (what a resume sends as `since`)."""
+        return self._book.positions.get(room)
+
+    def _set_state(self, state: State, close: CloseInfo | None = None) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+        if self.on_state is not None:
+            self.on_state(state, close)
+
+    async def wait_state(self, *states: State) -> State:
+        """Return once the client is in one of `states` (now or later)."""
+        while self.state not in states:
+            await self._state_changed.wait()
+        return self.state
+
+    async def _wait_link(self) -> Link:
+        while True:
+            if self.stopped is not None:
+                raise Disconnected(self.stopped.code, self.stopped.reason)
+            if self.state == State.CONNECTED and self._link is not None:
+                return self._link
+            await self._state_changed.wait()
+
+    # ------------------------------------------------------------ the connection loop
+    async def _token(self) -> str:
+        if self._next_token is not None:
+            token, self._next_token = self._next_token, None
+            return token
+        source = self._token_source
+        value: Any = source() if callable(source) else source
+        if inspect.isawaitable(value):
+            value = await value
+        if not isinstance(value, str) or not value:
+            raise RoomcastError("the token function returned no token (it must return a "
+                                "non-empty string)")
+        return value
+
+    async def run(self) -> None:
+        """Connect, and reconnect after every loss, until close() or a stop code."""
+        try:
+            with self._run_scope:
+                await self._run()
+        finally:
+            if self.stopped is None:
+                self._stop(CloseInfo(CloseCode.NORMAL, BY_THE_CLIENT))
+            self._finished.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                token = await self._token()
+            except Exception as exc:
+                logger.warning("could not get a token: %s", exc)
+                close = CloseInfo(CloseCode.ABNORMAL, f"no token: {exc}")
+            else:
+                self.token = token
+                close = await self._connect_once(token)
+            self.last_close = close
+            if self._closing:
+                break
+            if close.code == CloseCode.UNAUTHORIZED and await self._new_token_after_4401():
+                pass
+            elif close.code in STOP_CODES:
+                self._stop(close)
+                return
+            delay = self.backoff.delay(self._attempt, close.code)
+            self._attempt += 1
+            logger.info("connection closed (%s %s); reconnecting in %.2f s",
+                        int(close.code), close.reason, delay)
+            self._set_state(State.RECONNECTING, close)
+            await trio.sleep(delay)
+
+    async def _new_token_after_4401(self) -> bool:
+        """After 4401: True (and keep it) when the token function has a different token."""
+        if not callable(self._token_source):
+            return False
+        try:
+            fresh = await self._token()
+        except Exception as exc:
+            logger.warning("could not get a new token after 4401: %s", exc)
+            return False
+        if fresh == self.token:
+            return False
+        self._next_token = fresh
+        return True
+
+    def _stop(self, close: CloseInfo) -> None:
+        self.stopped = Disconnected(close.code, close.reason)
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.error = self.stopped
+                waiter.done.set()
+        self._waiters.clear()
+        self._events_send.close()
+        self._set_state(State.DISCONNECTED, close)
+
+    async def _connect_once(self, token: str) -> CloseInfo:
+        """One connection from handshake to close; returns why it ended."""
+        async with trio.open_nursery() as nursery:
+            opened = await open_websocket(nursery, self.url, token, self.connect_timeout,
+                                          self.max_message_size)
+            if isinstance(opened, CloseInfo):
+                nursery.cancel_scope.cancel()
+                return opened
+            ws, first = opened
+            close = CloseInfo(CloseCode.ABNORMAL, "the connection failed")
+            try:
+                close = await self._serve(ws, first)
+                return close
+            finally:
+                self._link = None
+                # A dead link never finishes a closing handshake: do not wait for one.
+                with trio.move_on_after(0.1 if close.code == DEAD_LINK else 1.0) as scope:
+                    scope.shield = True
+                    if self._closing:
+                        await ws.aclose(CloseCode.NORMAL, BY_THE_CLIENT)
+                    else:
+                        await ws.aclose()
+                nursery.cancel_scope.cancel()
+
+    def _hello(self, first: str | bytes) -> bool:
+        """Take in the server's first frame; False when it is not `connected`."""
+        try:
+            hello = json.loads(first)
+        except ValueError:
+            hello = None
+        if not isinstance(hello, dict) or hello.get("type") != "connected":
+            return False
+        self.connection = hello
+        server_time = parse_time(str(hello.get("server_time", "")))
+        self._skew = server_time - time.time() if server_time is not None else 0.0
+        self._attempt = 0
+        return True
+
+    async def _serve(self, ws: WebSocketConnection, first: str | bytes) -> CloseInfo:
+        if not self._hello(first):
+            return CloseInfo(CloseCode.PROTOCOL_VIOLATION,
+                             "the server's first frame was not `connected`")
+        self._book.new_connection()
+        with trio.CancelScope() as scope:
+            link = Link(ws, scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_frames, link, self._dispatch)
+                    try:
+                        await self._resubscribe(link)
+                    except ConnectionLost:
+                        pass  # the reader sees the close and ends the link
+                    else:
+                        self._link = link
+                        self._set_state(State.CONNECTED)
+                        nursery.start_soon(watch_pings, link, self.ping_interval,
+                                           self.ping_timeout, self._ids.__next__)
+                        nursery.start_soon(self._refresher, link)
+            finally:
+                self._link = None
+                link.lose_calls()
+        if link.close is None:
+            try:
+                await ws.get_message()
+            except ConnectionClosed as exc:
+                return closed(exc)
+            return CloseInfo(CloseCode.ABNORMAL, "the connection ended")
+        return link.close
+
+    # ------------------------------------------------------------ frames in
+    async def _hand_off(self, link: Link, event: Event) -> None:
+        """Give an event to messages(); waits while the app is behind (backpressure)."""
+        link.handing_off = True
+        try:
+            await self._events_send.send(event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        finally:
+            link.handing_off = False
+
+    async def _dispatch(self, link: Link, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            await self._on_message(link, frame)
+        elif kind == "joined":
+            await self._hand_off(link, Joined(str(frame.get("room")), str(frame.get("user_id")),
+                                              dict(frame.get("info") or {})))
+        elif kind == "left":
+            await self._hand_off(link, Left(str(frame.get("room")), str(frame.get("user_id"))))
+        elif kind == "direct":
+            await self._hand_off(link, Direct(frame.get("event"), frame.get("data"),
+                                              str(frame.get("ts", ""))))
+        elif kind == "subscribed":
+            await self._on_subscribed(link, frame)
+        elif kind == "error" and self._on_subscribe_error(frame):
+            return
+        else:
+            command_id = frame.get("id")
+            call = link.calls.pop(command_id, None) if command_id is not None else None
+            if call is not None:
+                call.reply = frame
+                call.done.set()
+            elif kind == "error":
+                logger.warning("server error: %s %s", frame.get("code"), frame.get("message"))
+
+    async def _on_message(self, link: Link, frame: dict[str, Any]) -> None:
+        try:
+            room, offset = str(frame["room"]), int(frame["offset"])
+        except (KeyError, TypeError, ValueError):
+            return
+        delivery = self._book.on_message(room, offset)
+        if delivery.deliver:
+            await self._hand_off(link, Message.from_frame(frame, delivery.replayed))
+
+    async def _on_subscribed(self, link: Link, frame: dict[str, Any]) -> None:
+        rooms = frame.get("rooms")
+        if not isinstance(rooms, dict):
+            return
+        subscribed = self._book.on_subscribed(frame.get("id"), rooms)
+        for result in subscribed.results:
+            for waiter in self._waiters.pop(result.room, []):
+                waiter.result = result
+                waiter.done.set()
+        for recovery in subscribed.recoveries:
+            await self._hand_off(link, recovery)
+
+    def _on_subscribe_error(self, frame: dict[str, Any]) -> bool:
+        """An `error` answering a subscribe: fail its waiters; False when it is not one."""
+        rooms = self._book.on_subscribe_error(frame.get("id"))
+        if rooms is None:
+            return False
+        error = CommandError(str(frame.get("code")), str(frame.get("message")))
+        for room in rooms:
+            waiters = self._waiters.pop(room, [])
+            if waiters:
+                self._book.subs.pop(room, None)  # a fresh subscribe the server refused outright
+            for waiter in waiters:
+                waiter.error = error
+                waiter.done.set()
+        logger.warning("subscribe of %s refused: %s", ", ".join(rooms), error)
+        return True
+
+    # ------------------------------------------------------------ frames out
+    async def _send_subscribe(self, link: Link, rooms: list[str], filters: Filters,
+                              since: dict[str, Position]) -> None:
+        command_id = next(self._ids)
+        frame: dict[str, Any] = {"type": "subscribe", "id": command_id, "rooms": rooms,
+                                 **filters.fields()}
+        if since:
+            frame["since"] = {room: {"offset": p.offset, "epoch": p.epoch}
+                              for room, p in since.items()}
+        self._book.sent_subscribe(command_id, rooms, since)
+        await link.send(frame)
+
+    async def _resubscribe(self, link: Link) -> None:
+        """Every kept room, with `since` where a position is known."""
+        for filters, rooms, since in self._book.resubscribe():
+            await self._send_subscribe(link, rooms, filters, since)
+
+    async def _request(self, frame: dict[str, Any], timeout: float | None = None,
+                       link: Link | None = None) -> dict[str, Any]:
+        """Send a command and return its reply (raise CommandError for an `error`)."""
+        timeout = self.request_timeout if timeout is None else timeout
+        with trio.move_on_after(timeout) as scope:
+            if link is None:
+                link = await self._wait_link()
+            command_id = next(self._ids)
+            call = Call()
+            link.calls[command_id] = call
+            await link.send({**frame, "id": command_id})
+            await call.done.wait()
+        if scope.cancelled_caught:
+            if link is not None:
+                link.calls.pop(command_id, None)
+            raise RequestTimeout(f"no reply to {frame['type']} within {timeout} s")
+        if call.lost:
+            raise ConnectionLost(f"the connection closed before the reply to {frame['type']}")
+        reply = call.reply or {}
+        if reply.get("type") == "error":
+            raise CommandError(str(reply.get("code")), str(reply.get("message")))
+        return reply
+
+    # ------------------------------------------------------------ the token's life
+    def _server_now(self) -> float:
+        return time.time() + self._skew
+
+    async def _refresher(self, link: Link) -> None:
+        """Refresh the token on `link` shortly before it expires, for as long as the token
+        function hands out new ones."""
+        if not callable(self._token_source):
+            return
+        while True:
+            exp = token_expiry(self.token or "")
+            if exp is None:
+                return
+            remaining = exp - self._server_now()
+            lead = min(self.refresh_before, max(remaining, 0.0) / 4)
+            await trio.sleep(max(0.0, remaining - lead))
+            fresh = await self._fresh_token(exp)
+            if fresh is None:
+                return
+            try:
+                await self._refresh_on(link, fresh)
+            except CommandError as exc:
+                logger.warning("token refresh refused: %s", exc)
+                return
+            except (ConnectionLost, RequestTimeout):
+                return
+
+    async def _fresh_token(self, exp: float) -> str | None:
+        """A token other than the current one, asking again halfway to `exp` while the
+        token function has nothing newer; None when it fails or time runs out."""
+        while True:
+            try:
+                fresh = await self._token()
+            except Exception as exc:
+                logger.warning("could not refresh the token: %s", exc)
+                return None
+            if fresh != self.token:
+                return fresh
+            left = exp - self._server_now()
+            if left <= 2:
+                return None  # nothing newer: the server will close with 4401
+            await trio.sleep(left / 2)
+
+    async def _refresh_on(self, link: Link | None, token: str) -> str:
+        reply = await self._request({"type": "refresh", "token": token}, link=link)
+        self.token = token
+        return str(reply.get("expires_at", ""))
