@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
+import trio_websocket
 
 from roomcast.client import (
+    Backoff,
     Client,
     CloseInfo,
     CommandError,
@@ -30,6 +34,8 @@ from roomcast.client import (
     SubscribeResult,
     connect,
 )
+from roomcast.codes import CLOSE_MEANINGS, CloseCode
+from roomcast.errors import RoomcastError
 
 HELP = """commands (one per line):
   sub ROOM [ROOM ...]            subscribe (with presence events)
@@ -42,7 +48,7 @@ HELP = """commands (one per line):
   quit                           leave (so does end of input)"""
 
 
-class UsageError(Exception):
+class UsageError(RoomcastError):
     """A line the REPL cannot run; the message says how to write it."""
 
 
@@ -73,9 +79,51 @@ def note(text: str) -> None:
     print(f"# {text}", file=sys.stderr, flush=True)
 
 
-def on_state(state: State, close: CloseInfo | None) -> None:
-    why = f" (close {close.code}{': ' + close.reason if close.reason else ''})" if close else ""
-    note(f"{state.value}{why}")
+def _why(close: CloseInfo | None) -> str:
+    return f" (close {close.code}{': ' + close.reason if close.reason else ''})" if close else ""
+
+
+class Progress:
+    """Says what the connection does: each state change, and every reconnect attempt with
+    its delay (the client changes state only on the first attempt of a series)."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.was_connected = False
+
+    def on_state(self, state: State, close: CloseInfo | None) -> None:
+        if state == State.CONNECTED:
+            self.was_connected = True
+        if state == State.RECONNECTING:
+            lost = "connection lost" if self.was_connected else "no connection yet"
+            note(f"{lost}{_why(close)}; trying again in {self.delay:.1f} s")
+        elif state != State.DISCONNECTED:  # how it ended is said once, by whoever stops
+            note(f"{state.value}{_why(close)}")
+
+    def attempt(self, attempt: int, code: int | None, delay: float) -> None:
+        """A reconnect delay was chosen; the first of a series is said by on_state."""
+        self.delay = delay
+        if attempt == 0:
+            return
+        meanings = {int(k): v for k, v in CLOSE_MEANINGS.items()}
+        meanings[CloseCode.ABNORMAL] = "no answer, or the link broke"
+        why = meanings.get(code, "") if code is not None else ""
+        note(f"still reconnecting: attempt {attempt + 1} in {delay:.1f} s (close {code}"
+             f"{': ' + why if why else ''})")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportingBackoff(Backoff):
+    """The client's usual delays, each one reported to `progress` as it is chosen."""
+
+    progress: Progress | None = None
+
+    def delay(self, attempt: int, code: int | None = None,
+              rand: Callable[[], float] = random.random) -> float:
+        chosen = super(ReportingBackoff, self).delay(attempt, code, rand)
+        if self.progress is not None:
+            self.progress.attempt(attempt, code, chosen)
+        return chosen
 
 
 def subscribed_frame(results: dict[str, SubscribeResult]) -> dict[str, Any]:
@@ -216,18 +264,63 @@ async def tail(client: Client, rooms: list[str]) -> int:
     return 0
 
 
+async def session(args: argparse.Namespace) -> int:
+    """Connect, then run the REPL or tail until done."""
+    progress = Progress()
+    async with connect(args.url, args.token, wait=args.wait, on_state=progress.on_state,
+                       backoff=ReportingBackoff(progress=progress)) as client:
+        if args.mode == "tail":
+            return await tail(client, args.rooms)
+        return await interactive(client)
+
+
 async def amain(args: argparse.Namespace) -> int:
+    """Run the session; every way it can fail becomes one line and exit status 1."""
+    problems: list[str] = []
     try:
-        async with connect(args.url, args.token, wait=args.wait, on_state=on_state) as client:
-            if args.mode == "tail":
-                return await tail(client, args.rooms)
-            return await interactive(client)
-    except Disconnected as exc:
-        note(f"the server refused the connection: {exc}")
-        return 1
-    except ConnectError as exc:
-        note(f"{exc}; is the server running, and is the URL right?")
-        return 1
+        return await session(args)
+    except* trio_websocket.ConnectionRejected as group:
+        status = _leaves(group)[0].status_code
+        problems.append(refused_http(args.url, status))
+    except* Disconnected as group:
+        problems.append(explain_stop(args.url, _leaves(group)[0]))
+    except* ConnectError as group:
+        problems.append(f"{_leaves(group)[0]}; is the server running (./scripts/serve-dev), "
+                        "and is the URL's port its WebSocket port? (--wait SECONDS tries "
+                        "longer)")
+    # The first is the cause: a refused handshake also stops the client (a Disconnected).
+    note(problems[0])
+    return 1
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    leaves: list[Any] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+def refused_http(url: str, status: int) -> str:
+    """A plain HTTP answer to the handshake: most often roomcast's HTTP port, not its
+    WebSocket port, or a wrong path."""
+    return (f"{url} answered HTTP {status}, not a WebSocket handshake: is that roomcast's "
+            f"HTTP port (--http-port, default 8001) or a wrong path? Use the WebSocket port "
+            f"and path, e.g. ws://127.0.0.1:8000/ws")
+
+
+def explain_stop(url: str, stop: Disconnected) -> str:
+    """One line for a connection the server ended for good, with what to do about it."""
+    code, reason = stop.code, stop.reason
+    status = reason.split()[1] if reason.startswith("HTTP ") and len(reason.split()) > 1 else ""
+    if code in (CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN) and status.isdigit():
+        return refused_http(url, int(status))
+    head = f"the server refused the connection ({code}: {reason})"
+    if code == CloseCode.UNAUTHORIZED:
+        return (f"{head}: use the token `roomcast serve --dev` prints, or mint one with "
+                "`roomcast token --jwt-secret SECRET --sub NAME` using the server's secret")
+    if code == CloseCode.FORBIDDEN:
+        return f"{head}: the server does not allow this (origin or path); check the URL"
+    return head
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,10 +335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unexpected {args.rooms[0]!r}: the only mode is `tail ROOM`")
     if not args.url.startswith(("ws://", "wss://")):
         parser.error(f"the URL must start with ws:// or wss://, got {args.url!r}")
+    args.token = args.token.strip()
+    bad = next((c for c in args.token if c.isspace() or not c.isprintable()
+                or not c.isascii()), None)
+    if bad is not None:
+        parser.error(f"the token holds {bad!r}, which no JWT has: copy it again as one line "
+                     "(a JWT is three base64url parts joined by dots)")
     try:
         return trio.run(amain, args)
     except KeyboardInterrupt:
         return 0
+    except BaseExceptionGroup as group:
+        if group.split(KeyboardInterrupt)[1] is None:  # only Ctrl-C: stop quietly
+            return 0
+        raise
 
 
 if __name__ == "__main__":
