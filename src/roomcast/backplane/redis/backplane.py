@@ -110,6 +110,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._index = node_index(self.instance)
 
         self._ready = False
+        self._sink: Sink | None = None  # set by run(); position() may announce a reset
         self._sub: BaseConnection | None = None  # pub/sub
         self._cmd: BaseConnection | None = None  # every command, pipelined
         self._watched: dict[str, WatchedRoom] = {}
@@ -127,7 +128,8 @@ class RedisBackplane(Reader, Presence, Backplane):
         self.received = 0
         self.duplicates = 0
         self.filled = 0
-        self.lost = 0
+        self.lost = 0  # messages this node knows it could not deliver (announced)
+        self.resets = 0  # sink.reset calls: streams replaced, or gaps history could not fill
         self.reconnects = 0
         self.sessions = 0  # times the node became ready
 
@@ -141,6 +143,7 @@ class RedisBackplane(Reader, Presence, Backplane):
     ) -> None:
         """Keep a pub/sub connection (reconnecting with jittered backoff) and the node's
         heartbeat; started once the first connection attempt has succeeded or failed."""
+        self._sink = sink
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._subscriber, sink)
             with trio.move_on_after(2 * self.command_timeout + 1):
@@ -313,8 +316,13 @@ class RedisBackplane(Reader, Presence, Backplane):
         reply = cast(list[Any], await self._call(POSITION, room_keys(room), args))
         offset, epoch = int(reply[0]), bytes(reply[1])
         st = self._watched.get(room)
-        if st is not None and (st.last is None or st.epoch != epoch):
+        if st is not None and st.last is None:
             st.epoch, st.last = epoch, offset  # messages up to here reach nobody new
+        elif st is not None and st.epoch != epoch and self._sink is not None:
+            # The stream was replaced before this node heard of it: its subscribers get the
+            # reset now (the new one's reply already names the new epoch).
+            with contextlib.suppress(*FAILURES):  # else the reader or catch-up does it
+                await self._sync(self._sink, room, st, epoch, offset)
         if since is None:
             return RoomPosition(offset, epoch.decode())
         recovered = bool(reply[2])
@@ -390,6 +398,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             "duplicates_dropped": self.duplicates,
             "gap_filled": self.filled,
             "lost": self.lost,
+            "resets": self.resets,
             "reconnects": self.reconnects,
         }
 

@@ -1,10 +1,17 @@
 """The receiving side of the Redis backplane: one pub/sub connection carries every watched
 room's messages, presence events and control events to the node's Sink.
 
-Per node, the reader remembers the last offset it delivered in each room; a message that
-skips ahead (the pub/sub connection dropped while Redis stayed up) first gets the missing
-ones from history, and one it has already delivered is dropped, so local subscribers see
-each offset once and in order.
+Per node, the reader remembers the stream (epoch) and the last offset it delivered in each
+room; a message that skips ahead (the pub/sub connection dropped while Redis stayed up)
+first gets the missing ones from history, and one it has already delivered is dropped, so
+local subscribers see each offset once and in order.
+
+Nothing is skipped in silence (protocol §17). A message of another epoch than the room's
+(Redis restarted empty, or failed over without the latest writes) or a catch-up that finds
+the epoch changed makes the node read the new stream from its start in history and call
+`sink.reset` first: delivery goes on after offset 0, or after the last offset no longer held
+with `missed` saying so. A gap in the same stream that history can no longer fill is
+announced the same way (same epoch, `missed` = the gap) before what follows it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import msgspec
 import trio
 from coredis.connection import BaseConnection
 
-from roomcast.backplane.base import BackplaneUnavailable, Sink
+from roomcast.backplane.base import Sink
 from roomcast.backplane.redis.commands import Commands
 from roomcast.backplane.redis.keys import (
     CHUNK,
@@ -58,6 +65,7 @@ class Reader(Commands):
     duplicates: int
     filled: int
     lost: int
+    resets: int
 
     async def _read(self, sink: Sink, conn: BaseConnection) -> None:
         control = CONTROL_CHANNEL.encode()
@@ -82,8 +90,8 @@ class Reader(Commands):
                 event = self._events.get(event_raw, _MISSING)
                 if event is _MISSING:
                     event = self._event(event_raw)
-                if st.last is not None and st.epoch == epoch and offset > st.last + 1:
-                    await self._fill(sink, room, st, epoch, offset - 1)
+                if st.last is not None and (st.epoch != epoch or offset > st.last + 1):
+                    await self._sync(sink, room, st, epoch, offset - 1)
                 self._accept(sink, room, st, offset, epoch, data[nl + 1:], event)
             elif data[:1] == b"p":
                 self._on_presence(sink, room, data)
@@ -105,41 +113,60 @@ class Reader(Commands):
         st.last = offset
         sink.deliver(room, offset, payload, event)
 
-    async def _fill(self, sink: Sink, room: str, st: WatchedRoom, epoch: bytes,
+    async def _sync(self, sink: Sink, room: str, st: WatchedRoom, epoch: bytes,
                     upto: int) -> None:
-        """Deliver, from history, the messages after st.last up to `upto` that pub/sub
-        did not bring (published while this node's pub/sub connection was down)."""
-        after = st.last
-        if after is None or upto <= after:
+        """Bring delivery in `room` up to offset `upto` of stream `epoch` from history: the
+        messages pub/sub did not bring, after a reset (§17) when the stream is not the one
+        this node was delivering. Redis errors end the session (the catch-up after the
+        reconnect tries again), so nothing is skipped in silence."""
+        if st.last is None or (st.epoch == epoch and upto <= st.last):
             return
-        try:
-            got = await self._run(HISTORY, room_keys(room), [
-                new_epoch(), self._room_ttl_ms, after, upto - after, self._httl_ms])
-        except BackplaneUnavailable as exc:
-            log_event("could not fill a gap from history", 30, room=room, error=str(exc))
-            return
-        reply = cast(list[Any], got)
-        if bytes(reply[1]) != epoch:
-            return
-        expected = after + 1
-        for raw in reply[2:]:
-            payload = strip_time(raw)
-            view = entry_decoder.decode(payload)
-            if view.offset > upto:
-                break
-            if view.offset > expected:
-                self.lost += view.offset - expected
-            expected = view.offset + 1
-            if st.epoch == epoch and st.last is not None and view.offset > st.last:
-                self.filled += 1
-            self._accept(sink, room, st, view.offset, epoch, payload, view.event)
-        if expected <= upto:
-            self.lost += upto - expected + 1
-            log_event("messages lost for this node: no longer in history", 30, room=room,
-                      first=expected, last=upto)
+        after = st.last if st.epoch == epoch else 0  # a new stream is read from its start
+        entries: list[tuple[int, bytes, str | None]] = []
+        if upto > after:
+            reply = cast(list[Any], await self._exec(HISTORY, room_keys(room), [
+                new_epoch(), self._room_ttl_ms, after, upto - after, self._httl_ms]))
+            if bytes(reply[1]) == epoch:  # else that stream is gone too: nothing is held
+                for raw in reply[2:]:
+                    payload = strip_time(raw)
+                    view = entry_decoder.decode(payload)
+                    if after < view.offset <= upto:
+                        entries.append((view.offset, payload, view.event))
+        # Decided after the read: another sync may have moved this room on meanwhile.
+        last = st.last
+        if st.epoch != epoch:
+            last = entries[0][0] - 1 if entries else upto
+            self._reset(sink, room, st, epoch, last, (1, last) if last > 0 else None)
+        for offset, payload, event in entries:
+            if offset <= last:
+                continue
+            if offset > last + 1:  # held no longer: history was trimmed or expired
+                self._reset(sink, room, st, epoch, offset - 1, (last + 1, offset - 1))
+            self.filled += 1
+            self._accept(sink, room, st, offset, epoch, payload, event)
+            last = offset
+        if last < upto:
+            self._reset(sink, room, st, epoch, upto, (last + 1, upto))
+
+    def _reset(self, sink: Sink, room: str, st: WatchedRoom, epoch: bytes, offset: int,
+               missed: tuple[int, int] | None) -> None:
+        """Tell the room's subscribers that delivery goes on after `offset` of stream
+        `epoch`, and what they will never get of it (`missed`); counted and logged once."""
+        old = st.epoch
+        st.epoch, st.last = epoch, offset
+        self.resets += 1
+        if missed is not None:
+            self.lost += missed[1] - missed[0] + 1
+        log_event("stream reset for this node's subscribers" if old != epoch
+                  else "messages lost for this node: no longer in history", 30, room=room,
+                  old_epoch=None if old is None else old.decode(errors="replace"),
+                  epoch=epoch.decode(errors="replace"), offset=offset,
+                  missed=None if missed is None else f"{missed[0]}-{missed[1]}")
+        sink.reset(room, epoch.decode(errors="replace"), offset, missed)
 
     async def _catch_up(self, sink: Sink, rooms: list[tuple[str, WatchedRoom]]) -> None:
-        """After a reconnect: deliver what was published while pub/sub was down."""
+        """After a reconnect: deliver what was published while pub/sub was down, after a
+        reset where the room's stream was replaced (epochs are compared first)."""
         known = [(room, st) for room, st in rooms if st.last is not None]
         for i in range(0, len(known), CHUNK):
             chunk = known[i:i + CHUNK]
@@ -147,8 +174,13 @@ class Reader(Commands):
             reply = cast(list[Any], await self._exec(OFFSETS, keys, []))
             for j, (room, st) in enumerate(chunk):
                 offset, epoch = int(reply[2 * j]), bytes(reply[2 * j + 1])
-                if st.last is not None and epoch == st.epoch and offset > st.last:
-                    await self._fill(sink, room, st, epoch, offset)
+                if offset < 0:
+                    # The stream is gone (Redis lost it) and no new one exists yet. The old
+                    # epoch stays remembered: the first message of the new stream differs
+                    # from it, and takes the reset path in _read.
+                    continue
+                if st.last is not None and (epoch != st.epoch or offset > st.last):
+                    await self._sync(sink, room, st, epoch, offset)
 
     def _on_presence(self, sink: Sink, room: str, data: bytes) -> None:
         _, info_raw, user = data.split(b"\n", 2)
