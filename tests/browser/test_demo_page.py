@@ -227,3 +227,47 @@ def test_the_page_finds_the_websocket_listener_without_a_url_parameter(
         assert page.input_value("#url") == f"ws://127.0.0.1:{server.port}/ws"
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------ the first ten minutes
+def test_the_room_fields_are_filled_and_an_empty_subscribe_says_what_to_do(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    page = open_page(rooms=())
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    assert page.input_value("#sub-room") == "project:12"
+    assert page.input_value("#pub-room") == "project:12"
+    page.get_by_test_id("sub-room").fill("")
+    page.get_by_test_id("subscribe").click()
+    expect(page.get_by_test_id("notice").filter(has_text="name a room to subscribe to")
+           ).to_be_visible()
+    room = f"project:{open_page.room}"
+    page.get_by_test_id("sub-room").fill(room)
+    page.get_by_test_id("subscribe").click()
+    wait_subscribed(page, room)
+
+
+def test_presence_is_cleared_when_the_connection_is_lost(
+    open_own_page: PageOpener, own_server: ServerProcess
+) -> None:
+    page = open_own_page(initialDelay=60_000, jitter=0)  # stays away for the test
+    wait_subscribed(page, open_own_page.room)
+    presence = page.get_by_test_id("presence")
+    expect(presence.locator(f'[data-user="{open_own_page.user}"]')).to_be_visible()
+    own_server.kill()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+    expect(presence.locator("li")).to_have_count(0)
+    expect(page.locator("#presence-empty")).to_have_text(
+        "Not connected: the list comes back with the connection.")
+
+
+def test_after_a_refused_token_the_page_says_how_to_get_one_that_works(
+    open_page: PageOpener
+) -> None:
+    wrong = make_token(open_page.user, rooms=["*"], secret="another-secret-0123456789-abcdef")
+    page = open_page(token=wrong, rooms=())
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "disconnected")
+    expect(page.get_by_test_id("status-label")).to_contain_text("4401")
+    hint = page.get_by_test_id("notice").filter(has_text="refused this token")
+    expect(hint).to_contain_text("./scripts/serve-dev")
+    expect(hint).to_contain_text("roomcast token")
