@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up everything roomcast needs on a Debian machine that has only python3:
-# Debian packages (venv support, and with --test redis-server and chromium),
-# then a virtual environment in .venv with the package and its test tools.
+# Sets up what roomcast needs on a Debian machine that has only python3: Debian packages
+# (venv support), then a virtual environment in .venv with the package. With --test also
+# what the tests need: redis-server, chromium, and the test tools (pytest, mypy, ruff,
+# playwright, ...). A stamp file per kind says what is installed already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,10 +26,20 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=.venv/.roomcast-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing roomcast and its dependencies into .venv"
+# Installed, and since pyproject.toml last changed?
+fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
+serve_stamp=.venv/.roomcast-installed
+test_stamp=.venv/.roomcast-installed-test
+if [ "$want_test" = 1 ]; then
+  if ! fresh "$test_stamp"; then
+    echo "setup: installing roomcast, its dependencies and the test tools into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$serve_stamp" "$test_stamp"
+  fi
+elif ! fresh "$serve_stamp" && ! fresh "$test_stamp"; then
+  echo "setup: installing roomcast and its dependencies into .venv (./scripts/test adds the test tools)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -e .
+  touch "$serve_stamp"
 fi
