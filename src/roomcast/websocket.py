@@ -306,26 +306,56 @@ class FrameReader:
     `max_message_bytes` is refused from its header, before its payload is buffered.
 
     Lengths must use the minimal encoding (RFC 6455 §5.2 says MUST); a longer one is a 1002.
+    `held` and `in_message` tell a caller what an unfinished message costs, so that it can
+    bound that in time and node-wide (see roomcast.limits); they cost nothing per frame.
     """
 
     # _buf: the bytes of one partial frame, or None when there are none.
     # _opcode: 1 or 2 while a fragmented text or binary message is in progress, else 0;
     #   _CLOSED after a close frame or a violation (then every feed returns []).
-    # _parts: the unmasked fragments of the text message in progress, else None.
+    # _text: the unmasked fragments of the text message in progress, in one buffer (a list
+    #   of fragments would cost ~40 bytes per fragment on top of its payload), else None.
     # _size: the payload bytes of the fragmented message in progress, else 0.
-    __slots__ = ("_buf", "_max", "_opcode", "_parts", "_size")
+    # _messages: how many whole text or binary messages have been parsed.
+    __slots__ = ("_buf", "_max", "_messages", "_opcode", "_size", "_text")
 
     def __init__(self, max_message_bytes: int) -> None:
         self._max = max_message_bytes
         self._buf: bytearray | None = None
         self._opcode = 0
-        self._parts: list[bytes] | None = None
+        self._text: bytearray | None = None
         self._size = 0
+        self._messages = 0
 
     @property
     def closed(self) -> bool:
-        """No more events will come: a close frame or a violation ended the stream."""
+        """No more events will come: a close frame, a violation or close() ended the stream."""
         return self._opcode == _CLOSED
+
+    @property
+    def held(self) -> int:
+        """Bytes held for what is not complete yet: the fragments of the text message in
+        progress plus the partly received frame (header included). 0 between messages and
+        once closed. (Binary fragments are only counted, never kept.)"""
+        text = self._text
+        buf = self._buf
+        return (0 if text is None else len(text)) + (0 if buf is None else len(buf))
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a message (or any frame) has begun and not finished: the state a time
+        limit on unfinished messages watches."""
+        return self._opcode > 0 or self._buf is not None
+
+    @property
+    def messages(self) -> int:
+        """How many whole text and binary messages have been parsed so far: when it moves
+        while `in_message` stays true, the unfinished message is a new one."""
+        return self._messages
+
+    def close(self) -> None:
+        """Let go of every buffer and ignore further input (the connection is ending)."""
+        self._fail()
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return every complete event they finish, in order (often []).
@@ -336,13 +366,15 @@ class FrameReader:
             n = len(data) - 6
             if 0 <= n <= 125 and data[0] == 0x81 and data[1] == 0x80 + n and n <= self._max:
                 try:
-                    return [TextMessage((
+                    message = TextMessage((
                         int.from_bytes(data[6:], "little")
                         ^ int.from_bytes((data[2:6] * ((n >> 2) + 1))[:n], "little")
-                    ).to_bytes(n, "little").decode("utf-8"))]
+                    ).to_bytes(n, "little").decode("utf-8"))
                 except UnicodeDecodeError:
                     self._fail()
                     raise FrameError(1007, "a text message is not valid UTF-8") from None
+                self._messages += 1
+                return [message]
         elif self._opcode == _CLOSED:
             return []
         if buf is not None:
@@ -374,7 +406,8 @@ class FrameReader:
         """Drop every buffer and ignore further input: the connection is being failed."""
         self._opcode = _CLOSED
         self._buf = None
-        self._parts = None
+        self._text = None
+        self._size = 0
 
     def _parse(self, data: bytes | bytearray, events: list[Event]) -> int:
         """Append the events of every complete frame in `data` to `events`; return the offset
@@ -434,6 +467,7 @@ class FrameReader:
                 # Binary: never unmasked, only counted.
                 if fin:
                     events.append(BinaryMessage(self._size + length))
+                    self._messages += 1
                     self._opcode = 0
                     self._size = 0
                 else:
@@ -447,19 +481,21 @@ class FrameReader:
             if opcode == 1:
                 if fin:
                     events.append(TextMessage(payload.decode("utf-8")))
+                    self._messages += 1
                 else:
                     self._opcode = 1
-                    self._parts = [payload]
+                    self._text = bytearray(payload)
                     self._size = length
             elif opcode == 0:  # continues a text message
-                parts = self._parts
-                assert parts is not None
-                parts.append(payload)
+                text = self._text
+                assert text is not None
+                text += payload
                 if fin:
                     self._opcode = 0
-                    self._parts = None
+                    self._text = None
                     self._size = 0
-                    events.append(TextMessage(b"".join(parts).decode("utf-8")))
+                    events.append(TextMessage(text.decode("utf-8")))
+                    self._messages += 1
                 else:
                     self._size += length
             elif opcode == 0x09:
@@ -469,7 +505,7 @@ class FrameReader:
             else:  # close: whatever follows it is ignored
                 events.append(_close_event(payload))
                 self._opcode = _CLOSED
-                self._parts = None
+                self._text = None
                 self._size = 0
                 return pos
         return pos
