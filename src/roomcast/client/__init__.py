@@ -8,8 +8,9 @@
 
 It follows the server's close codes (some mean "never come back"), reconnects with
 exponential backoff and full jitter, resubscribes with `since` so nothing still in history
-is lost, resends unanswered publishes with their idempotency key, refreshes the token
-before it expires and pings to notice a dead link. See docs/clients.md.
+is lost, follows a room's stream across epochs (the server's `reset` becomes a Reset
+event: reload), resends unanswered publishes with their idempotency key, refreshes the
+token before it expires and pings to notice a dead link. See docs/clients.md.
 
 Inside: `events` (what the app sees), `errors`, `backoff` (close codes and delays),
 `tokens`, `session` (rooms and positions, pure), `transport` (the WebSocket IO),
@@ -40,6 +41,7 @@ from roomcast.client.events import (
     PresenceUser,
     PublishResult,
     Recovery,
+    Reset,
     State,
     SubscribeResult,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "PublishResult",
     "Recovery",
     "RequestTimeout",
+    "Reset",
     "RoomcastError",
     "State",
     "SubscribeResult",

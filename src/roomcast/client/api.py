@@ -104,8 +104,10 @@ class Client(Lifecycle):
         if reply is None:
             raise RequestTimeout(f"no reply to publish within {timeout} s; it may or may not "
                                  f"have been delivered: retry with idempotency_key={key!r}")
+        epoch = reply.get("epoch")
         return PublishResult(str(reply.get("room", room)), int(reply["offset"]),
-                             bool(reply.get("duplicate", False)))
+                             bool(reply.get("duplicate", False)),
+                             None if epoch is None else str(epoch))
 
     async def history(self, room: str, *, since: int | None = None,
                       limit: int | None = None) -> HistoryPage:
@@ -138,7 +140,8 @@ class Client(Lifecycle):
         return await self._refresh_on(None, token or await self._token())
 
     async def messages(self) -> AsyncIterator[Event]:
-        """Messages, presence events, direct frames and resume outcomes, in order.
+        """Messages, presence events, direct frames, resume outcomes (Recovery) and stream
+        resets (Reset), in order.
 
         Read them: when the app falls behind by `max_buffer` events the client stops
         reading the socket, and the server will close it as too slow (4409) and it

@@ -21,8 +21,10 @@ __all__ = [
     "PresenceUser",
     "PublishResult",
     "Recovery",
+    "Reset",
     "State",
     "SubscribeResult",
+    "missed_range",
     "position",
     "subscribe_result",
 ]
@@ -140,7 +142,36 @@ class Recovery:
                 "missed": _range(self.missed)}
 
 
-Event = Message | Joined | Left | Direct | Recovery
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The server's word that a room's stream changed under a live subscription (§17):
+    its epoch changed (history lost: Redis restarted empty or failed over, in-memory
+    history gone), or, in the same epoch, `missed` offsets that history could no longer
+    fill. What the client had not yet received is gone: like `recovered: false`, the app
+    reloads the room's state from its own source. The messages after `offset` of stream
+    `epoch` follow, and none of them is taken for a duplicate of the old stream's."""
+
+    room: str
+    epoch: str  # the stream that delivery goes on in
+    offset: int  # delivery goes on after this offset (normally 0 in a new stream)
+    missed: tuple[int, int] | None = None  # offsets of `epoch` that will never come
+    previous: Position | None = None  # where the client was in the room before
+
+    @property
+    def epoch_changed(self) -> bool:
+        """Whether the stream was replaced (rather than a gap found in the same one)."""
+        return self.previous is None or self.previous.epoch != self.epoch
+
+    def frame(self) -> dict[str, Any]:
+        """The reset as the wire shows it."""
+        out: dict[str, Any] = {"type": "reset", "room": self.room, "epoch": self.epoch,
+                               "offset": self.offset}
+        if self.missed is not None:
+            out["missed"] = _range(self.missed)
+        return out
+
+
+Event = Message | Joined | Left | Direct | Recovery | Reset
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +189,13 @@ class SubscribeResult:
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """The `published` reply: the message's offset; `duplicate` when the server had it."""
+    """The `published` reply: the message's offset (in stream `epoch`, when the server
+    names it); `duplicate` when the server had it already."""
 
     room: str
     offset: int
     duplicate: bool
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +235,17 @@ def position(value: Any) -> Position:
     return Position(int(offset), str(epoch))
 
 
+def missed_range(value: Any) -> tuple[int, int] | None:
+    """A `missed` field ({"from": a, "to": b}) as a pair, or None."""
+    if isinstance(value, Mapping):
+        return int(value["from"]), int(value["to"])
+    return None
+
+
 def subscribe_result(room: str, entry: Any) -> SubscribeResult:
     """A room's entry of a `subscribed` reply, read defensively."""
     if not isinstance(entry, dict) or not entry.get("ok"):
         error = entry.get("error") if isinstance(entry, dict) else None
         return SubscribeResult(room, False, error=str(error or "unknown"))
-    missed = entry.get("missed")
-    return SubscribeResult(
-        room, True, int(entry["offset"]), str(entry["epoch"]), entry.get("recovered"),
-        (int(missed["from"]), int(missed["to"])) if isinstance(missed, dict) else None,
-    )
+    return SubscribeResult(room, True, int(entry["offset"]), str(entry["epoch"]),
+                           entry.get("recovered"), missed_range(entry.get("missed")))

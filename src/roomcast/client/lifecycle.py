@@ -35,6 +35,7 @@ from roomcast.client.events import (
     Position,
     State,
     SubscribeResult,
+    missed_range,
 )
 from roomcast.client.session import Filters, Session
 from roomcast.client.tokens import TokenSource, parse_time, token_expiry
@@ -316,6 +317,8 @@ class Lifecycle:
                                               str(frame.get("ts", ""))))
         elif kind == "subscribed":
             await self._on_subscribed(link, frame)
+        elif kind == "reset":
+            await self._on_reset(link, frame)
         elif kind == "error" and self._on_subscribe_error(frame):
             return
         else:
@@ -347,6 +350,19 @@ class Lifecycle:
                 waiter.done.set()
         for recovery in subscribed.recoveries:
             await self._hand_off(link, recovery)
+
+    async def _on_reset(self, link: Link, frame: dict[str, Any]) -> None:
+        try:
+            room, epoch, offset = str(frame["room"]), str(frame["epoch"]), int(frame["offset"])
+            missed = missed_range(frame.get("missed"))
+        except (KeyError, TypeError, ValueError):
+            logger.warning("the server sent a malformed reset frame: %.200r", frame)
+            return
+        reset = self._book.on_reset(room, epoch, offset, missed)
+        if reset is not None:
+            logger.info("%s: the stream was reset (epoch %s, offset %d, missed %s)",
+                        room, epoch, offset, missed)
+            await self._hand_off(link, reset)
 
     def _on_subscribe_error(self, frame: dict[str, Any]) -> bool:
         """An `error` answering a subscribe: fail its waiters; False when it is not one."""

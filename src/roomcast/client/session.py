@@ -2,6 +2,12 @@
 what filters), where it is in each room's stream (epoch and last offset), which messages
 are duplicates or replays, and what to resubscribe with after a reconnect.
 
+A position is a pair (epoch, offset): an offset counts only within its epoch. Messages
+carry no epoch; the epoch they belong to is the last one the server named for the room,
+in a `subscribed` entry or a `reset` frame (which the server sends before the first
+message of a new stream, protocol §17). So a `reset` moves the position into the new
+stream, and the new stream's offsets 1, 2, ... are never taken for the old one's.
+
 Pure: no IO and no trio, so every rule here is tested by feeding it frames.
 """
 
@@ -12,7 +18,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from roomcast.client.events import Position, Recovery, SubscribeResult, position, subscribe_result
+from roomcast.client.events import (
+    Position,
+    Recovery,
+    Reset,
+    SubscribeResult,
+    position,
+    subscribe_result,
+)
 
 __all__ = ["MAX_ROOMS", "Delivery", "Filters", "Session", "Subscribed"]
 
@@ -129,8 +142,8 @@ class Session:
 
     # ------------------------------------------------------------ frames in
     def on_message(self, room: str, offset: int) -> Delivery:
-        """A `message` frame: a duplicate (at or below the room's position in its epoch) is
-        dropped; otherwise the position moves to it."""
+        """A `message` frame, of the room's current epoch: a duplicate (at or below the
+        room's position in that epoch) is dropped; otherwise the position moves to it."""
         at = self.positions.get(room)
         if at is not None:
             if offset <= at.offset:
@@ -184,6 +197,21 @@ class Session:
             self.replay_until[room] = result.offset
         return Recovery(room, bool(result.recovered), result.epoch, result.offset, start,
                         result.missed)
+
+    def on_reset(self, room: str, epoch: str, offset: int,
+                 missed: tuple[int, int] | None) -> Reset | None:
+        """A `reset` frame: the room's position moves to `offset` of stream `epoch` (in the
+        same epoch it never moves back: what was delivered stays delivered), replays end,
+        and the Reset tells the app to reload. None for a room the client does not keep."""
+        if room not in self.subs:
+            return None
+        at = self.positions.get(room)
+        last = offset
+        if at is not None and at.epoch == epoch and at.offset > offset:
+            last = at.offset
+        self.positions[room] = Position(last, epoch)
+        self.replay_until.pop(room, None)
+        return Reset(room, epoch, offset, missed, at)
 
     def on_subscribe_error(self, command_id: Any) -> list[str] | None:
         """An `error` reply to a subscribe command: the rooms it named (None when the id is
