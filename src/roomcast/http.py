@@ -1,8 +1,9 @@
 """The HTTP side: health, readiness, metrics, the server API and the demo page (§8).
 
 A Starlette app on hypercorn's trio worker, inside the server's own `trio.run`. Every
-`/api/` call is one of the Router's own commands, so the HTTP and WebSocket sides can
-never disagree. Bad input always gets a 4xx with a message saying how to fix it.
+`/api/` call goes through a Router method (never to the backplane or the routing core
+directly), so the HTTP and WebSocket sides can never disagree. Bad input always gets a
+4xx with a message saying how to fix it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from starlette.routing import Route
 
 from roomcast import protocol as p
 from roomcast.backplane import BackplaneUnavailable
+from roomcast.codes import CloseCode, ErrorCode, application_close_code
+from roomcast.errors import RoomcastError
 from roomcast.log import event
 from roomcast.metrics_export import registry_for, render
 from roomcast.router import Router
@@ -67,7 +70,7 @@ class DisconnectBody(msgspec.Struct):
     """POST /api/disconnect"""
 
     user_id: Annotated[str, msgspec.Meta(min_length=1)]
-    code: int = p.NORMAL
+    code: int = CloseCode.NORMAL
     reason: str | None = None
 
 
@@ -86,7 +89,7 @@ _EXAMPLES: dict[type[Any], str] = {
 }
 
 
-class ApiError(Exception):
+class ApiError(RoomcastError):
     """An answer other than success: HTTP status, error code and a helpful message."""
 
     def __init__(self, status: int, code: str, message: str,
@@ -103,7 +106,7 @@ class ApiError(Exception):
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, p.BAD_REQUEST, message)
+    return ApiError(400, ErrorCode.BAD_REQUEST, message)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -113,8 +116,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def _check_room(room: str, field: str = "room") -> None:
     if not p.valid_room(room):
-        raise bad_request(f"{field}: {room[:200]!r} is not a valid room name; use 1 to 200 "
-                          "characters from A-Z a-z 0-9 _ - : . @ /")
+        raise bad_request(f"{field}: {p.bad_room_message(room)}")
 
 
 def _unix_time(value: float | str) -> float:
@@ -174,13 +176,13 @@ class HttpApi:
                 response = json_response({"error": "client_disconnected", "message": (
                     "the client went away before sending the whole body")}, 400)
             except BackplaneUnavailable as exc:
-                response = json_response({"error": p.UNAVAILABLE, "message": (
+                response = json_response({"error": ErrorCode.UNAVAILABLE, "message": (
                     f"the cluster backplane is unreachable ({exc}); retry with backoff")}, 503)
             except Exception:
                 self.router.metrics.handler_errors += 1
                 event("http handler failed", logging.ERROR, exc_info=True,
                       method=request.method, path=path)
-                response = json_response({"error": p.INTERNAL, "message": (
+                response = json_response({"error": ErrorCode.INTERNAL, "message": (
                     "the server failed to answer this request; it is logged, retry later")}, 500)
             self.requests[(path, response.status_code)] += 1
             return response
@@ -280,7 +282,7 @@ class HttpApi:
         router = self.router
         if router.draining:
             return json_response({"status": "draining"}, 503)
-        if not router.backplane.ready:
+        if not router.ready:
             return json_response({"status": "backplane_unavailable"}, 503)
         return json_response({"status": "ready"})
 
@@ -319,7 +321,7 @@ class HttpApi:
 
     async def disconnect(self, request: Request) -> Response:
         body = await self._body(request, DisconnectBody)
-        if body.code != p.NORMAL and not 4000 <= body.code <= 4999:
+        if not application_close_code(body.code):
             raise bad_request(f"code must be 1000 or 4000..4999 (see the close codes in "
                               f"docs/protocol.md), got {body.code}")
         reason = body.reason if body.reason is not None else "disconnected by the server"
@@ -336,18 +338,15 @@ class HttpApi:
 
     async def presence(self, request: Request) -> Response:
         room = self._query_room(request)
-        users = await self.router.backplane.presence(room)
+        users = await self.router.presence(room)
         return json_response({"room": room, "users": users})
 
     async def history(self, request: Request) -> Response:
         room = self._query_room(request)
         since = self._query_int(request, "since", 0, None)
         limit = self._query_int(request, "limit", 1, 1000)
-        page = await self.router.backplane.history(room, since, 100 if limit is None else limit)
-        head = p.encode({"type": "history", "room": room, "epoch": page.epoch,
-                         "offset": page.offset})
-        body = head[:-1] + b',"messages":[' + b",".join(page.messages) + b"]}"
-        return Response(body, media_type="application/json")
+        page = await self.router.history(room, since, 100 if limit is None else limit)
+        return Response(p.history_body(room, page), media_type="application/json")
 
     async def stats(self, request: Request) -> Response:
         router = self.router
@@ -356,10 +355,7 @@ class HttpApi:
         out.update(draining=router.draining, ws_port=router.ws_port,
                    http_port=router.http_port, publishes=m.publishes,
                    deliveries=m.deliveries, connections_opened=m.connections_opened)
-        try:
-            out["cluster"] = await router.backplane.stats()
-        except BackplaneUnavailable:
-            out["cluster"] = None
+        out["cluster"] = await router.cluster_stats()
         return json_response(out)
 
 
@@ -379,10 +375,10 @@ def _hypercorn_config() -> Config:
 
 
 async def serve_http(
-    router: Router, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    router: Router, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Listen on settings.host:settings.http_port, set router.http_port, serve until
-    cancelled. The socket is bound here, so a busy port fails with a clear OSError."""
+    """Listen on settings.host:settings.http_port and serve until cancelled; started with
+    the port. The socket is bound here, so a busy port fails with a clear OSError."""
     settings = router.settings
     try:
         listeners = await trio.open_tcp_listeners(settings.http_port, host=settings.host)
@@ -394,13 +390,13 @@ async def serve_http(
         config = _hypercorn_config()
         # hypercorn takes listening sockets as fd://N; it gets its own duplicate of each.
         config.bind = [f"fd://{os.dup(listener.socket.fileno())}" for listener in listeners]
-        router.http_port = listeners[0].socket.getsockname()[1]
+        port = listeners[0].socket.getsockname()[1]
         app = create_app(router)
         async with trio.open_nursery() as nursery:
             # Starlette's ASGI signature is looser than hypercorn's precise scope types.
             serve = partial(hypercorn_serve, app, config, mode="asgi")  # type: ignore[arg-type]
             await nursery.start(serve)
-            task_status.started()
+            task_status.started(port)
     finally:
         for listener in listeners:
             listener.socket.close()

@@ -21,6 +21,7 @@ class Metrics:
     deliveries: int = 0
     handler_errors: int = 0
     resets: int = 0  # stream resets announced to subscribers (protocol §17)
+    undeliverable: int = 0  # messages subscribers were told by a reset they will not get
     drops: Counter[str] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
     auth_failures: Counter[str] = field(default_factory=Counter)

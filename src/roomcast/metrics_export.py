@@ -49,12 +49,13 @@ class RouterCollector:
     def collect(self) -> Iterator[Metric]:
         router = self.router
         m = router.metrics
+        stats = router.stats()
         yield GaugeMetricFamily(PREFIX + "connections", "Live WebSocket connections on this node.",
-                                value=len(router.conns))
+                                value=stats["connections"])
         yield GaugeMetricFamily(PREFIX + "users", "Distinct users connected to this node.",
-                                value=len(router.by_user))
+                                value=stats["users"])
         yield GaugeMetricFamily(PREFIX + "rooms", "Rooms with at least one local subscriber.",
-                                value=len(router.table.rooms))
+                                value=stats["rooms"])
         yield GaugeMetricFamily(PREFIX + "ready", "1 when accepting connections with the "
                                 "backplane reachable, else 0.", value=int(router.ready))
         yield GaugeMetricFamily(PREFIX + "draining", "1 while a graceful shutdown is under way.",
@@ -72,6 +73,10 @@ class RouterCollector:
             ("deliveries", "Messages queued to local subscribers.", m.deliveries),
             ("handler_errors", "Unexpected exceptions in connection, command or HTTP handlers.",
              m.handler_errors),
+            ("resets", "Stream resets announced to a room's live subscribers (its epoch "
+             "changed, or a gap history could not fill).", m.resets),
+            ("undeliverable", "Messages subscribers were told (by a reset's missed range) "
+             "they will not receive.", m.undeliverable),
         )
         for name, doc, value in plain:
             yield CounterMetricFamily(PREFIX + name, doc, value=value)

@@ -15,48 +15,9 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-# ---------------------------------------------------------------- close codes (§7)
-NORMAL: Final = 1000
-GOING_AWAY: Final = 1001
-TOO_BIG: Final = 1009
-TRY_AGAIN_LATER: Final = 1013
-PROTOCOL_VIOLATION: Final = 4400
-UNAUTHORIZED: Final = 4401
-FORBIDDEN_CLOSE: Final = 4403
-HEARTBEAT_TIMEOUT: Final = 4408
-TOO_SLOW: Final = 4409
-TOO_MANY: Final = 4429
-INTERNAL_CLOSE: Final = 4500
-
-CLOSE_CODES: Final = {
-    NORMAL: "normal closure",
-    GOING_AWAY: "server shutting down",
-    TOO_BIG: "frame too big",
-    TRY_AGAIN_LATER: "server at capacity",
-    PROTOCOL_VIOLATION: "protocol violation",
-    UNAUTHORIZED: "unauthorized",
-    FORBIDDEN_CLOSE: "forbidden",
-    HEARTBEAT_TIMEOUT: "heartbeat timeout",
-    TOO_SLOW: "too slow: outgoing queue overflowed",
-    TOO_MANY: "too many connections or commands",
-    INTERNAL_CLOSE: "internal error",
-}
-
-# ---------------------------------------------------------------- error codes (§5)
-BAD_JSON: Final = "bad_json"
-BAD_REQUEST: Final = "bad_request"
-UNKNOWN_TYPE: Final = "unknown_type"
-BAD_ROOM: Final = "bad_room"
-FORBIDDEN: Final = "forbidden"
-NOT_SUBSCRIBED: Final = "not_subscribed"
-RATE_LIMITED: Final = "rate_limited"
-TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
-INTERNAL: Final = "internal"
-UNAVAILABLE: Final = "unavailable"  # beyond the contract: the backplane is unreachable
-ERROR_CODES: Final = (
-    BAD_JSON, BAD_REQUEST, UNKNOWN_TYPE, BAD_ROOM, FORBIDDEN, NOT_SUBSCRIBED, RATE_LIMITED,
-    TOO_MANY_SUBSCRIPTIONS, INTERNAL, UNAVAILABLE,
-)
+from roomcast.codes import ErrorCode
+from roomcast.errors import RoomcastError
+from roomcast.streams import HistoryPage
 
 ROOM_RE: Final = re.compile(r"[A-Za-z0-9_\-:.@/]{1,200}")
 MAX_ID_CHARS: Final = 64
@@ -67,6 +28,18 @@ CommandId = int | str | None
 def valid_room(room: str) -> bool:
     """A room name is 1 to 200 characters from `A-Z a-z 0-9 _ - : . @ /`."""
     return ROOM_RE.fullmatch(room) is not None
+
+
+def bad_room_message(room: str) -> str:
+    """What is wrong with a room name that is not valid, and the rule to follow."""
+    return (f"{room[:200]!r} is not a valid room name; use 1 to 200 characters from "
+            "A-Z a-z 0-9 _ - : . @ /")
+
+
+def check_room(room: str) -> None:
+    """ValueError (with the rule) unless `room` is a valid room name."""
+    if not valid_room(room):
+        raise ValueError(bad_room_message(room))
 
 
 # ---------------------------------------------------------------- commands (§4)
@@ -139,10 +112,10 @@ class _Envelope(msgspec.Struct):
     id: Any = None
 
 
-class ProtocolError(Exception):
+class ProtocolError(RoomcastError):
     """A frame that cannot be executed: `code` and the `id` to echo in the error reply."""
 
-    def __init__(self, code: str, message: str, id: CommandId = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, id: CommandId = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -165,10 +138,11 @@ def _clean_id(raw: Any) -> CommandId:
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise ProtocolError(BAD_REQUEST, "id must be a string or an integer")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "id must be a string or an integer")
     encoded = _encoder.encode(raw)  # UTF-8: count characters, not bytes, when it matters
     if len(encoded) > MAX_ID_CHARS and len(encoded.decode()) > MAX_ID_CHARS:
-        raise ProtocolError(BAD_REQUEST, f"id must be at most {MAX_ID_CHARS} characters as JSON")
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"id must be at most {MAX_ID_CHARS} characters as JSON")
     return raw
 
 
@@ -179,7 +153,7 @@ def parse(
     try:
         return _parse(text, custom_types)
     except RecursionError:  # grammatical JSON, nested deeper than the decoder goes
-        raise ProtocolError(BAD_REQUEST, "the frame nests JSON too deeply") from None
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the frame nests JSON too deeply") from None
 
 
 def _parse(
@@ -201,23 +175,24 @@ def _parse(
         except msgspec.ValidationError:
             pass
         except msgspec.DecodeError:
-            raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
-        raise ProtocolError(BAD_REQUEST, "a command must be a JSON object") from None
+            raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a command must be a JSON object") from None
     except msgspec.DecodeError:
-        raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
     try:
         command_id = _clean_id(envelope.id)
     except ProtocolError:
         raise
     kind = envelope.type
     if not isinstance(kind, str):
-        raise ProtocolError(BAD_REQUEST, "a command needs a string `type`", command_id)
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a command needs a string `type`", command_id)
     if kind in custom_types:
         payload = _any_decoder.decode(text)
         return CustomCommand(type=kind, id=command_id, payload=payload)
     if kind not in KNOWN_TYPES:
-        raise ProtocolError(UNKNOWN_TYPE, f"unknown command type {kind[:64]!r}", command_id)
-    raise ProtocolError(BAD_REQUEST, str(failure), command_id)
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown command type {kind[:64]!r}",
+                            command_id)
+    raise ProtocolError(ErrorCode.BAD_REQUEST, str(failure), command_id)
 
 
 # ---------------------------------------------------------------- server frames (§5)
@@ -231,7 +206,7 @@ def encode(frame: dict[str, Any]) -> bytes:
     return _encoder.encode(frame)
 
 
-def error_frame(code: str, message: str, id: CommandId = None) -> bytes:
+def error_frame(code: ErrorCode, message: str, id: CommandId = None) -> bytes:
     return _encoder.encode({"type": "error", "id": id, "code": code, "message": message})
 
 
@@ -260,6 +235,14 @@ def message_template(
     return MessageTemplate(head, tail)
 
 
+def history_body(room: str, page: HistoryPage, **extra: Any) -> bytes:
+    """A `history` answer (`extra`, e.g. the command's id, after the type), its messages
+    joined as stored: never decoded and encoded again."""
+    head = _encoder.encode({"type": "history", **extra, "room": room, "epoch": page.epoch,
+                            "offset": page.offset})
+    return head[:-1] + b',"messages":[' + b",".join(page.messages) + b"]}"
+
+
 class MessageView(msgspec.Struct):
     """What filters read from a message payload; decoded only when a filter needs it."""
 
@@ -277,6 +260,28 @@ def message_data(payload: bytes) -> Any:
         return _view_decoder.decode(payload).data
     except (msgspec.DecodeError, RecursionError):
         return None
+
+
+class _Unset:
+    pass
+
+
+_UNSET: Any = _Unset()
+
+
+class LazyData:
+    """A message's `data`, decoded the first time a filter asks, once per message."""
+
+    __slots__ = ("_payload", "_value")
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload = payload
+        self._value: Any = _UNSET
+
+    def __call__(self) -> Any:
+        if self._value is _UNSET:
+            self._value = message_data(self._payload)
+        return self._value
 
 
 # ---------------------------------------------------------------- WebSocket framing

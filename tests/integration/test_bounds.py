@@ -104,14 +104,14 @@ async def test_connect_disconnect_cycles_leave_no_presence_or_routing_entries() 
                 await trio.sleep(0.02)
         presence = await observer.call({"type": "presence", "id": 1, "room": "room:shared"})
         assert presence["users"] == []
-        assert router.table.rooms == {} and router.table.present == {}
-        assert router.table.by_subscriber == {}
-        assert set(router.by_user) == {"observer"} and sum(router.by_ip.values()) == 1
+        assert router.core.table.rooms == {} and router.core.table.present == {}
+        assert router.core.table.by_subscriber == {}
+        assert set(router.core.by_user) == {"observer"} and sum(router.core.by_ip.values()) == 1
         backplane = router.backplane
         assert isinstance(backplane, MemoryBackplane)
         assert backplane._presence == {}  # no per-room leftovers in the backplane either
         # token-expiry entries of closed connections are dropped, not kept until their exp
-        assert len(router._expiries) < 100
+        assert len(router.core.deadlines) < 100
 
 
 async def test_many_rooms_published_once_are_forgotten_after_history_ttl(
@@ -169,4 +169,4 @@ async def test_a_flood_of_refreshes_keeps_one_expiry_entry_per_connection() -> N
         for i in range(300):
             reply = await alice.call({"type": "refresh", "id": i, "token": token})
             assert reply["type"] == "refreshed", reply
-        assert len(router._expiries) < 100  # not one entry per refresh
+        assert len(router.core.deadlines) < 100  # not one entry per refresh

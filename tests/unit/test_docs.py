@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from roomcast import protocol
+from roomcast.codes import CLOSE_MEANINGS, ErrorCode
 from roomcast.settings import FIELDS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -20,9 +20,9 @@ def test_every_setting_is_in_the_configuration_doc() -> None:
 
 def test_every_close_code_is_in_the_protocol_doc() -> None:
     text = (DOCS / "protocol.md").read_text()
-    assert [code for code in protocol.CLOSE_CODES if f"| {code} |" not in text] == []
+    assert [code for code in CLOSE_MEANINGS if f"| {int(code)} |" not in text] == []
 
 
 def test_every_error_code_is_in_the_protocol_doc() -> None:
     text = (DOCS / "protocol.md").read_text()
-    assert [code for code in protocol.ERROR_CODES if f"`{code}`" not in text] == []
+    assert [code for code in ErrorCode if f"`{code.value}`" not in text] == []

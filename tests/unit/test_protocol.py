@@ -11,6 +11,7 @@ import pytest
 from wsproto.frame_protocol import FrameProtocol
 
 from roomcast import protocol as p
+from roomcast.codes import ErrorCode
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -107,9 +108,9 @@ def test_string_and_integer_ids_are_accepted(command_id: int | str) -> None:
 
 def test_an_id_of_64_json_characters_is_accepted_and_65_refused() -> None:
     assert parse({"type": "ping", "id": "x" * 62}).id == "x" * 62  # 64 with the quotes
-    assert refused({"type": "ping", "id": "x" * 63}).code == p.BAD_REQUEST
+    assert refused({"type": "ping", "id": "x" * 63}).code == ErrorCode.BAD_REQUEST
     assert parse({"type": "ping", "id": int("9" * 64)}).id == int("9" * 64)
-    assert refused({"type": "ping", "id": int("9" * 65)}).code == p.BAD_REQUEST
+    assert refused({"type": "ping", "id": int("9" * 65)}).code == ErrorCode.BAD_REQUEST
 
 
 def test_id_length_counts_characters_not_utf8_bytes() -> None:
@@ -121,12 +122,12 @@ def test_id_length_counts_characters_not_utf8_bytes() -> None:
 @pytest.mark.parametrize("bad_id", [True, False, 1.5, 1.0, {"a": 1}, [1]])
 def test_bool_float_object_and_list_ids_are_bad_requests(bad_id: Any) -> None:
     error = refused({"type": "ping", "id": bad_id})
-    assert error.code == p.BAD_REQUEST
+    assert error.code == ErrorCode.BAD_REQUEST
     assert error.id is None  # nothing sensible to echo
 
 
 def test_a_bad_id_is_refused_even_on_an_otherwise_bad_command() -> None:
-    assert refused({"type": "subscribe", "id": True, "rooms": 3}).code == p.BAD_REQUEST
+    assert refused({"type": "subscribe", "id": True, "rooms": 3}).code == ErrorCode.BAD_REQUEST
 
 
 # ------------------------------------------------------------------ extra and wrong fields
@@ -165,7 +166,7 @@ def test_unknown_extra_fields_are_ignored() -> None:
 ])
 def test_a_wrong_field_type_is_a_bad_request_echoing_the_id(frame: dict[str, Any]) -> None:
     error = refused(frame)
-    assert error.code == p.BAD_REQUEST
+    assert error.code == ErrorCode.BAD_REQUEST
     assert error.id == 9
     assert error.message
 
@@ -177,23 +178,23 @@ def test_an_idempotency_key_of_64_characters_is_accepted() -> None:
 
 def test_an_unknown_type_is_unknown_type_echoing_the_id() -> None:
     error = refused({"type": "teleport", "id": "t1"})
-    assert (error.code, error.id) == (p.UNKNOWN_TYPE, "t1")
+    assert (error.code, error.id) == (ErrorCode.UNKNOWN_TYPE, "t1")
 
 
 @pytest.mark.parametrize("frame", [{"id": 3}, {"id": 3, "type": 5}, {"id": 3, "type": None}])
 def test_a_missing_or_non_string_type_is_a_bad_request(frame: dict[str, Any]) -> None:
     error = refused(frame)
-    assert (error.code, error.id) == (p.BAD_REQUEST, 3)
+    assert (error.code, error.id) == (ErrorCode.BAD_REQUEST, 3)
 
 
 @pytest.mark.parametrize("text", ["not json", "{", '{"type": "ping",}', "", "\x00"])
 def test_text_that_is_not_json_is_bad_json(text: str) -> None:
-    assert refused(text).code == p.BAD_JSON
+    assert refused(text).code == ErrorCode.BAD_JSON
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", '"ping"', "42", "null", "true"])
 def test_json_that_is_not_an_object_is_a_bad_request(text: str) -> None:
-    assert refused(text).code == p.BAD_REQUEST
+    assert refused(text).code == ErrorCode.BAD_REQUEST
 
 
 def test_protocol_error_frame_is_the_contract_error_shape() -> None:

@@ -8,42 +8,20 @@ back to the Router's `Sink`, so one node and many nodes run the same path.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
 
 from roomcast.errors import RoomcastError
 from roomcast.protocol import MessageTemplate
+from roomcast.streams import HistoryPage, PublishResult, RoomPosition
+
+__all__ = ["Backplane", "BackplaneUnavailable", "HistoryPage", "PublishResult", "RoomPosition",
+           "Sink"]
 
 
 class BackplaneUnavailable(RoomcastError):
     """The backplane cannot be reached; the operation did not happen. Retry later."""
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    offset: int
-    epoch: str
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RoomPosition:
-    """A room's last offset and epoch, and (when asked with `since`) what to resend."""
-
-    offset: int
-    epoch: str
-    recovered: bool = False
-    messages: list[tuple[int, bytes]] = field(default_factory=list)
-    missed: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    offset: int
-    epoch: str
-    messages: list[bytes]
 
 
 class Sink(Protocol):
@@ -100,6 +78,18 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
         """The room's offset and epoch; with since=(offset, epoch), the recovery too."""
+
+    async def positions(self, rooms: list[tuple[str, tuple[int, str] | None]]
+                        ) -> list[RoomPosition | BackplaneUnavailable]:
+        """`position` for each (room, since), in order; a room that cannot be read gets the
+        BackplaneUnavailable instead of failing the others."""
+        out: list[RoomPosition | BackplaneUnavailable] = []
+        for room, since in rooms:
+            try:
+                out.append(await self.position(room, since))
+            except BackplaneUnavailable as exc:
+                out.append(exc)
+        return out
 
     @abc.abstractmethod
     async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:

@@ -1,0 +1,85 @@
+"""When each token runs out, and when the next heartbeat sweep and ping are due.
+
+Pure: times are the actor's clock, passed in. The expiry heap holds one entry per token a
+connection has had; entries of closed connections and refreshed tokens are compacted away
+once they outnumber the live connections, so it stays proportional to them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping
+
+from roomcast.core.peer import Peer
+from roomcast.settings import Settings
+
+
+class Deadlines:
+    """Token expiries (a heap) and the heartbeat schedule."""
+
+    def __init__(self, settings: Settings, now: float = 0.0) -> None:
+        self.settings = settings
+        self.period = min(settings.heartbeat_interval, settings.heartbeat_timeout / 3)
+        self.next_sweep = now + self.period
+        self.next_ping = now + settings.heartbeat_interval
+        self._expiries: list[tuple[float, int, Peer]] = []
+        self._seq = itertools.count()
+
+    def restart(self, now: float) -> None:
+        """Start the heartbeat schedule from `now` (when the actor starts its clock)."""
+        self.next_sweep = now + self.period
+        self.next_ping = now + self.settings.heartbeat_interval
+
+    def next_wake(self) -> float:
+        """The earliest moment something is due."""
+        wake = min(self.next_sweep, self.next_ping)
+        if self._expiries:
+            wake = min(wake, self._expiries[0][0])
+        return wake
+
+    def expiry_at(self, peer: Peer, wall_base: float) -> float:
+        """When `peer`'s current token runs out, on the actor's clock (leeway included)."""
+        return peer.principal.expires_at + self.settings.jwt_leeway - wall_base
+
+    def schedule(self, peer: Peer, wall_base: float, live: Mapping[str, Peer]) -> None:
+        """Remember when this connection's token runs out."""
+        heapq.heappush(self._expiries, (self.expiry_at(peer, wall_base), next(self._seq), peer))
+        self.compact(wall_base, live)
+
+    def compact(self, wall_base: float, live: Mapping[str, Peer]) -> None:
+        """Drop entries of closed connections and refreshed tokens once they outnumber the
+        live connections."""
+        if len(self._expiries) <= 2 * len(live) + 64:
+            return
+        current = {  # one entry per live connection: the one for its current token
+            entry[2].id: entry for entry in self._expiries
+            if live.get(entry[2].id) is entry[2] and entry[0] == self.expiry_at(entry[2], wall_base)
+        }
+        self._expiries = list(current.values())
+        heapq.heapify(self._expiries)
+
+    def expired(self, now: float, wall_base: float, live: Mapping[str, Peer]) -> list[Peer]:
+        """Live connections whose token has run out by `now` (a refreshed one is not)."""
+        out = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, _, peer = heapq.heappop(self._expiries)
+            if peer.id not in live or peer.closing:
+                continue
+            if self.expiry_at(peer, wall_base) <= now + 1e-6:
+                out.append(peer)
+            # else a refresh pushed a later entry; this one is stale
+        return out
+
+    def heartbeat_due(self, now: float) -> tuple[bool, bool]:
+        """(sweep now, ping too); moves the schedule on when due."""
+        if now < self.next_sweep and now < self.next_ping:
+            return False, False
+        ping = now >= self.next_ping
+        if ping:
+            self.next_ping = now + self.settings.heartbeat_interval
+        self.next_sweep = now + self.period
+        return True, ping
+
+    def __len__(self) -> int:
+        return len(self._expiries)

@@ -1,0 +1,159 @@
+"""The front door: what every TCP connection on the WebSocket port meets first.
+
+The request head is read under a time-out: plain HTTP gets a prompt answer and a closed
+connection (§1), a WebSocket upgrade is checked (path, Origin, RFC 6455 headers) and its
+token verified and admitted by the Router — or refused with the close code that says
+why — and the `101` answer goes out in the same write as the first frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+
+from roomcast import protocol as p
+from roomcast import transport
+from roomcast import websocket as ws
+from roomcast.auth import AuthError
+from roomcast.codes import CloseCode
+from roomcast.connection import Connection
+from roomcast.core import Refused
+from roomcast.log import event
+from roomcast.router import Router
+
+Admitted = tuple[Connection, ws.FrameReader, bytes]
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            426: "Upgrade Required", 503: "Service Unavailable"}
+
+
+def _is_upgrade(head: ws.RequestHead) -> bool:
+    """Asks for WebSocket; whether it asks correctly is check_upgrade's to say."""
+    return "websocket" in head.headers.get("upgrade", "").lower()
+
+
+def _path(head: ws.RequestHead) -> str:
+    return urlsplit(head.target).path
+
+
+def _token(head: ws.RequestHead) -> str | None:
+    """The JWT from `?token=` (the only way a browser can) or `Authorization: Bearer`."""
+    values = parse_qs(urlsplit(head.target).query).get("token")
+    if values:
+        return values[0]
+    scheme, _, value = head.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def _read_head(stream: trio.abc.Stream) -> ws.RequestHead | None:
+    """Read until a whole request head has arrived; None when the peer hung up first.
+    HandshakeError when what it sent is not a valid head."""
+    data = bytearray()
+    fd = transport.socket_fd(stream)
+    while True:
+        chunk = await transport.receive_some(stream, fd)
+        if not chunk:
+            return None
+        searched = len(data)
+        data += chunk
+        head = ws.parse_request_head(bytes(data) if searched else chunk, searched)
+        if head is not None:
+            return head
+
+
+async def _plain_answer(stream: trio.abc.Stream, status: int, body: bytes,
+                        extra: str = "") -> None:
+    """A complete HTTP/1.1 response, then the connection is closed."""
+    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n{extra}")
+    await transport.send_and_close(stream, head.encode() + b"\r\n" + body)
+
+
+async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remote_ip: str,
+                     draining: bool) -> Admitted | None:
+    """Plain HTTP answered, an upgrade checked and accepted: the admitted connection, with
+    the bytes that came after its request head; None when there is nothing to serve."""
+    settings = router.settings
+    head = None
+    message = f"no complete request head within {settings.handshake_timeout:g} s"
+    with trio.move_on_after(settings.handshake_timeout):
+        try:
+            head = await _read_head(stream)
+        except ws.HandshakeError as exc:
+            message = exc.message
+    if head is None:
+        router.metrics.refused["bad_handshake"] += 1
+        await _plain_answer(stream, 400, p.encode({"error": "bad_request", "message": message}))
+        return None
+    if not _is_upgrade(head):
+        if head.method == "GET" and _path(head) == "/healthz":
+            await _plain_answer(stream, 200, b'{"status": "ok"}')
+        else:
+            await _plain_answer(stream, 426, b'{"error": "upgrade_required", '
+                                b'"message": "this port speaks WebSocket only"}',
+                                "Upgrade: websocket\r\n")
+        return None
+    if _path(head) != settings.path:
+        router.metrics.refused["bad_path"] += 1
+        await _plain_answer(stream, 404, b'{"error": "not_found"}')
+        return None
+    origin = head.headers.get("origin")
+    if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
+        router.metrics.refused["origin"] += 1
+        event("refused", remote=remote, reason="origin not allowed", origin=origin)
+        await _plain_answer(stream, 403, b'{"error": "forbidden", '
+                            b'"message": "origin not allowed"}')
+        return None
+    try:
+        key = ws.check_upgrade(head.method, head.http_version, head.headers)
+    except ws.HandshakeError as exc:
+        router.metrics.refused["bad_handshake"] += 1
+        body = p.encode({"error": "bad_request", "message": exc.message})
+        await _plain_answer(stream, exc.status, body,
+                            "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
+        return None
+    return await _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip,
+                        draining)
+
+
+async def _refuse(router: Router, stream: trio.abc.Stream, answer: bytes, code: int, reason: str
+                  ) -> None:
+    """Accept the handshake (`answer`), then close before any data frame, with a code."""
+    router.metrics.closes[code] += 1
+    await transport.linger_close(stream, transport.socket_fd(stream),
+                                 answer + ws.close_frame(code, reason),
+                                 ws.FrameReader(router.settings.max_message_bytes),
+                                 router.settings)
+
+
+async def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer: bytes,
+                 remote: str, remote_ip: str, draining: bool) -> Admitted | None:
+    """Authenticate and admit within the limits, or close with the code that says why; the
+    handshake's `answer` goes out in the same write as the first frame either way."""
+    try:
+        principal = router.authenticate(_token(head))
+    except AuthError as exc:
+        event("refused", remote=remote, reason=exc.reason, detail=str(exc))
+        await _refuse(router, stream, answer, CloseCode.UNAUTHORIZED, str(exc)[:120])
+        return None
+    try:
+        if draining:
+            raise Refused(CloseCode.GOING_AWAY, "server shutting down", "draining")
+        peer, connected = router.admit(principal, remote, remote_ip)
+    except Refused as exc:
+        router.metrics.refused[exc.why] += 1
+        event("refused", remote=remote, user=principal.user_id, reason=exc.why)
+        await _refuse(router, stream, answer, exc.code, exc.reason)
+        return None
+    connection = Connection(router, peer, stream)
+    router.send(peer, answer + connected)
+    return connection, ws.FrameReader(router.settings.max_message_bytes), head.rest
+
+
+def log_failure(router: Router, remote: str) -> None:
+    router.metrics.handler_errors += 1
+    event("connection failed", logging.ERROR, exc_info=True, remote=remote)
