@@ -339,8 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = next((c for c in args.token if c.isspace() or not c.isprintable()
                 or not c.isascii()), None)
     if bad is not None:
-        parser.error(f"the token holds {bad!r}, which no JWT has: copy it again as one line "
-                     "(a JWT is three base64url parts joined by dots)")
+        print(f"roomcast client: the token holds {bad!r}, which no JWT has: copy it again as "
+              "one line (a JWT is three base64url parts joined by dots)", file=sys.stderr)
+        return 2
     try:
         return trio.run(amain, args)
     except KeyboardInterrupt:

@@ -176,3 +176,50 @@ def test_invalid_toml_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_an_unknown_flag_name_is_refused() -> None:
     assert "colour" in error_text(flags={"colour": "blue"}, environ={})
+
+
+# ------------------------------------------------------------------ one text for help and docs
+def test_every_setting_has_a_meaning_and_a_default_in_one_place() -> None:
+    from roomcast.settings import DOCS, FIELDS
+
+    assert list(DOCS) == list(FIELDS)
+    assert all(default and meaning for default, meaning in DOCS.values())
+
+
+def test_docs_configuration_holds_the_reference_table_verbatim() -> None:
+    from roomcast.settings import reference_table
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert reference_table() in docs, (
+        "docs/configuration.md's table differs from roomcast.settings.DOCS: paste the "
+        "output of `python -c 'from roomcast.settings import reference_table as t; "
+        "print(t())'` over it")
+
+
+def test_serve_help_gives_each_setting_its_meaning_and_default(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    from roomcast.cli import main
+    from roomcast.settings import FIELDS, flag, help_text
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in FIELDS:
+        assert f"{flag(name)} VALUE {' '.join(help_text(name).split())}" in text, name
+
+
+# ------------------------------------------------------------------ errors
+def test_settings_errors_are_roomcast_errors() -> None:
+    from roomcast.cli_client import UsageError
+    from roomcast.errors import RoomcastError
+
+    assert issubclass(SettingsError, RoomcastError)
+    assert issubclass(UsageError, RoomcastError)
+
+
+def test_http_port_equal_to_port_is_refused_and_0_for_both_is_not() -> None:
+    message = error_text(flags={"port": "9000", "http_port": "9000"}, environ={})
+    assert "http_port" in message and "--http-port 9001" in message
+    assert load_settings({"port": "0", "http_port": "0"}, {}).port == 0
