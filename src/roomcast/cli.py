@@ -231,7 +231,7 @@ async def _watch_signals(router: Router, signals: AsyncIterator[int],
 
 async def _serve(settings: Settings) -> str | None:
     """Serve until a signal; a one-line reason instead when the listeners cannot open."""
-    from roomcast.router import open_router
+    from roomcast.server import open_router
 
     failure: str | None = None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
