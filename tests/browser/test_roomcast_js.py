@@ -5,12 +5,14 @@ the client's token function) against a real `roomcast serve` process."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import PageOpener
-from tests.support import ServerProcess, TcpProxy
+from tests.cluster.conftest import RedisServer
+from tests.support import ServerProcess, TcpProxy, free_port
 
 
 def status(page: Page) -> object:
@@ -162,3 +164,107 @@ def test_a_publish_whose_reply_was_lost_is_sent_again_and_not_doubled(
         assert [m["data"] for m in history["messages"]] == [{"once": True}]
     finally:
         proxy.close()
+
+
+# ---------------------------------------------------------------- epochs (protocol §17)
+COLLECT = """() => {
+    window.got = {messages: [], resets: []};
+    window.roomcast.on("message", (m) => window.got.messages.push(
+        [window.roomcast.positions.get(m.room).epoch, m.offset]));
+    window.roomcast.on("reset", (r) => window.got.resets.push(r));
+}"""
+
+
+def subscribed_page(open_page: PageOpener) -> Page:
+    """The demo page, subscribed to its room, recording messages (with the epoch the client
+    holds them in) and reset events in `window.got`."""
+    page = open_page()
+    page.wait_for_function("(room) => window.roomcast && window.roomcast.positions.has(room)",
+                           arg=open_page.room)
+    page.evaluate(COLLECT)
+    return page
+
+
+def test_roomcast_js_takes_a_new_streams_offsets_after_a_reset_frame(
+    open_page: PageOpener, server: ServerProcess
+) -> None:
+    """Frames fed to the client in the page: a reset into a new epoch, then offsets the old
+    stream had already used, each delivered once; a same-epoch gap moves past it."""
+    page = subscribed_page(open_page)
+    room = open_page.room
+    for n in range(3):
+        server.publish(room, {"n": n})
+    page.wait_for_function("() => window.got.messages.length === 3")
+    old = page.evaluate("(room) => window.roomcast.positions.get(room).epoch", room)
+    feed = """([room, frames]) => { for (const f of frames)
+        window.roomcast._onFrame(JSON.stringify({room, ...f})); }"""
+    message = {"type": "message", "event": None, "data": {}, "sender": None, "ts": ""}
+    page.evaluate(feed, [room, [
+        {"type": "reset", "epoch": "e-new", "offset": 0},
+        *[{**message, "offset": n} for n in (1, 2, 2, 3, 1)],
+        {"type": "reset", "epoch": "e-new", "offset": 6, "missed": {"from": 4, "to": 6}},
+        *[{**message, "offset": n} for n in (5, 6, 7)],
+        {"type": "reset", "epoch": "e-new", "offset": 2, "missed": {"from": 1, "to": 2}},
+        {**message, "offset": 7},
+    ]])
+    got = page.evaluate("() => window.got")
+    assert got["messages"] == [[old, 1], [old, 2], [old, 3], ["e-new", 1], ["e-new", 2],
+                               ["e-new", 3], ["e-new", 7]]
+    assert [(r["epoch"], r["offset"], r["missed"], r["epochChanged"], r["previous"])
+            for r in got["resets"]] == [
+        ("e-new", 0, None, True, {"offset": 3, "epoch": old}),
+        ("e-new", 6, {"from": 4, "to": 6}, False, {"offset": 3, "epoch": "e-new"}),
+        ("e-new", 2, {"from": 1, "to": 2}, False, {"offset": 7, "epoch": "e-new"}),
+    ]
+    assert page.evaluate("(room) => window.roomcast.positions.get(room)", room) == {
+        "offset": 7, "epoch": "e-new"}
+
+
+@pytest.fixture
+def redis_node() -> Iterator[tuple[RedisServer, ServerProcess]]:
+    """A real redis-server and a `roomcast serve` process on it."""
+    redis = RedisServer(free_port())
+    redis.start()
+    node = ServerProcess("--backplane", redis.url)
+    try:
+        node.start()
+        yield redis, node
+    finally:
+        node.kill()
+        redis.kill()
+
+
+def wait_ready(node: ServerProcess, ready: bool, timeout: float = 15.0) -> None:
+    """Poll /readyz (another process: nothing to await) until it says `ready`, bounded."""
+    deadline = time.monotonic() + timeout
+    while (node.api("GET", "/readyz")[0] == 200) != ready:
+        assert time.monotonic() < deadline, f"/readyz did not become {ready} in {timeout} s"
+        time.sleep(0.05)
+
+
+def test_roomcast_js_gets_a_reset_and_the_whole_new_stream_after_redis_restarts_empty(
+    browser: Browser, redis_node: tuple[RedisServer, ServerProcess]
+) -> None:
+    redis, node = redis_node
+    opener = PageOpener(browser, node)
+    try:
+        page = subscribed_page(opener)
+        room = opener.room
+        assert [node.publish(room, {"n": n}) for n in range(3)] == [1, 2, 3]
+        page.wait_for_function("() => window.got.messages.length === 3")
+        old = page.evaluate("(room) => window.roomcast.positions.get(room).epoch", room)
+        redis.kill()
+        wait_ready(node, False)
+        redis.start()  # empty: every stream is gone
+        wait_ready(node, True)
+        assert [node.publish(room, {"n": n}) for n in range(3, 6)] == [1, 2, 3]
+        page.wait_for_function("() => window.got.messages.length === 6")
+        got = page.evaluate("() => window.got")
+        (reset,) = got["resets"]
+        assert reset["room"] == room and reset["offset"] == 0 and reset["epochChanged"]
+        assert reset["epoch"] != old and reset["previous"] == {"offset": 3, "epoch": old}
+        assert got["messages"] == [[old, 1], [old, 2], [old, 3],
+                                   [reset["epoch"], 1], [reset["epoch"], 2],
+                                   [reset["epoch"], 3]]
+    finally:
+        opener.close()

@@ -4,7 +4,8 @@
  *
  * It keeps one WebSocket alive: reconnects with exponential backoff and full jitter,
  * obeys the server's close codes (some mean "never come back"), resubscribes with `since`
- * so nothing still in history is lost, retries publishes with their idempotency key,
+ * so nothing still in history is lost, follows a room's stream across epochs (a `reset`
+ * frame becomes a `reset` event: reload), retries publishes with their idempotency key,
  * refreshes the token before it expires and pings to notice a dead link.
  * See docs/clients.md.
  */
@@ -93,7 +94,7 @@ function withToken(url, token) {
  *
  * Events (EventTarget; `on(type, fn)` passes the detail and returns an `off` function):
  * state, connected, disconnected, message, joined, left, direct, subscribed, recovery,
- * refreshed, error, frame.
+ * reset, refreshed, error, frame.
  */
 export class RoomcastClient extends EventTarget {
   constructor(url, options = {}) {
@@ -106,7 +107,10 @@ export class RoomcastClient extends EventTarget {
     this.token = null; // the token the live (or last) connection used
     this.connection = null; // the server's `connected` frame while connected
     this.subscriptions = new Map(); // room -> {events, where, presence}
-    this.positions = new Map(); // room -> {offset, epoch}: the last message seen
+    // room -> {offset, epoch}: the last message seen. Messages carry no epoch: theirs is
+    // the last one the server named for the room (`subscribed`, or `reset` before the
+    // first message of a new stream), so offsets are compared within that epoch only.
+    this.positions = new Map();
     this._ws = null;
     this._generation = 0; // bumped whenever a socket or a pending step becomes stale
     this._attempt = 0;
@@ -366,6 +370,8 @@ export class RoomcastClient extends EventTarget {
         return this._emit(frame.type, frame);
       case "subscribed":
         return this._onSubscribed(frame);
+      case "reset":
+        return this._onReset(frame);
       case "error":
         return this._onError(frame);
       case "published":
@@ -443,6 +449,27 @@ export class RoomcastClient extends EventTarget {
     }
   }
 
+  /**
+   * The room's stream changed under the subscription (§17): a new epoch (history lost),
+   * or a gap in the same one (`missed`). The position moves to `offset` of `epoch` (in the
+   * same epoch never back), so the new stream's offsets are not taken for duplicates of
+   * the old one's; the `reset` event tells the app to reload the room from its own source.
+   */
+  _onReset(frame) {
+    const room = frame.room;
+    if (!this.subscriptions.has(room) || typeof frame.epoch !== "string" || typeof frame.offset !== "number") return;
+    const previous = this.positions.get(room) || null;
+    let offset = frame.offset;
+    if (previous && previous.epoch === frame.epoch && previous.offset > offset) offset = previous.offset;
+    this.positions.set(room, { offset, epoch: frame.epoch });
+    this._replayUntil.delete(room);
+    this._emit("reset", {
+      room, epoch: frame.epoch, offset: frame.offset, missed: frame.missed || null,
+      previous: previous && { offset: previous.offset, epoch: previous.epoch },
+      epochChanged: !previous || previous.epoch !== frame.epoch,
+    });
+  }
+
   _onError(frame) {
     const error = new RoomcastError(frame.code, frame.message, frame);
     const pub = this._publishIds.get(frame.id);
@@ -492,7 +519,7 @@ export class RoomcastClient extends EventTarget {
     this._publishIds.delete(frame.id);
     this._publishes.delete(pub.frame.idempotency_key);
     clearTimeout(pub.timer);
-    pub.resolve({ room: frame.room, offset: frame.offset, duplicate: !!frame.duplicate });
+    pub.resolve({ room: frame.room, offset: frame.offset, duplicate: !!frame.duplicate, epoch: frame.epoch ?? null });
   }
 
   _resolve(frame) {
@@ -622,7 +649,7 @@ export class RoomcastClient extends EventTarget {
   }
 
   /**
-   * Publish into a room; resolves with {room, offset, duplicate}. It carries an
+   * Publish into a room; resolves with {room, offset, duplicate, epoch}. It carries an
    * idempotency key (made up unless given) and is sent again after a reconnect until the
    * server answers, so it is delivered once. Fails after publishTimeout ms or a stop.
    */
