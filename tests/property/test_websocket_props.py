@@ -1,6 +1,8 @@
 """Properties of roomcast.websocket.FrameReader: wsproto's client frames decode to what was
 sent under any chunking, arbitrary bytes never escape as anything but FrameError and never
 depend on the chunking, and whatever wsproto's server accepts, FrameReader reads the same.
+What it holds for an unfinished message stays bounded, is back to 0 after every complete
+message whatever the chunking, and its message count matches the messages it gave.
 And of parse_request_head: it reads valid heads as h11 does, and on any bytes, however they
 arrive, it only ever says "incomplete", a head (that then stays the same) or HandshakeError."""
 
@@ -33,14 +35,28 @@ MASK = b"\x9c\x01\x7e\xd3"
 
 
 def feed_all(reader: FrameReader, chunks: list[bytes]) -> tuple[list[Event], int | None]:
-    """Every event the chunks produce, then the FrameError code (None when there was none)."""
+    """Every event the chunks produce, then the FrameError code (None when there was none).
+    After each feed, what the reader says it holds is checked against what it parsed."""
     events: list[Event] = []
     try:
         for chunk in chunks:
             events += reader.feed(chunk)
+            check_held(reader, events)
     except FrameError as error:
+        assert (reader.held, reader.in_message, reader.closed) == (0, False, True)
         return events + error.events, error.code
     return events, None
+
+
+def check_held(reader: FrameReader, events: list[Event]) -> None:
+    """`held` is bounded by the message limit (plus one frame's header and a control
+    frame), implies `in_message`, and `messages` counts the data messages given so far."""
+    held = reader.held
+    assert 0 <= held <= reader._max + 14 + 131
+    assert reader.in_message or held == 0
+    if reader.closed:
+        assert (held, reader.in_message) == (0, False)
+    assert reader.messages == sum(type(ev) in (TextMessage, BinaryMessage) for ev in events)
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -69,11 +85,13 @@ close_codes = st.one_of(
 
 
 @st.composite
-def client_script(draw: st.DrawFn) -> tuple[bytes, list[Event]]:
-    """What a well-behaved client sends, encoded by wsproto, and the events it should give."""
+def client_script(draw: st.DrawFn) -> tuple[bytes, list[Event], list[int]]:
+    """What a well-behaved client sends, encoded by wsproto, the events it should give, and
+    where in the bytes each message (or control frame outside one) ends."""
     client = FrameProtocol(client=True, extensions=[])
     wire = bytearray()
     expected: list[Event] = []
+    ends: list[int] = []
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(st.sampled_from(["text", "text", "binary", "ping", "pong"]))
         if kind == "ping":
@@ -99,6 +117,7 @@ def client_script(draw: st.DrawFn) -> tuple[bytes, list[Event]]:
                 expected.append(TextMessage("".join(f for f in fragments if isinstance(f, str))))
             else:
                 expected.append(BinaryMessage(sum(len(f) for f in fragments)))
+        ends.append(len(wire))
     close = draw(st.one_of(st.none(), st.just(()), st.tuples(close_codes, st.text(max_size=20))))
     if close is not None:
         if close:
@@ -108,17 +127,35 @@ def client_script(draw: st.DrawFn) -> tuple[bytes, list[Event]]:
             wire += client.close()
             expected.append(CloseReceived(None, ""))
         wire += draw(st.binary(max_size=20))  # ignored: it follows the close
-    return bytes(wire), expected
+    return bytes(wire), expected, ends
 
 
 @given(client_script(), st.data())
 def test_wsproto_client_messages_decode_the_same_under_any_chunking(
-    script: tuple[bytes, list[Event]], data: st.DataObject,
+    script: tuple[bytes, list[Event], list[int]], data: st.DataObject,
 ) -> None:
-    wire, expected = script
+    wire, expected, _ = script
     assert feed_all(FrameReader(BIG_LIMIT), [wire]) == (expected, None)
     chunks = split(wire, data.draw(chunkings(len(wire)), label="cuts"))
     assert feed_all(FrameReader(BIG_LIMIT), chunks) == (expected, None)
+
+
+@given(client_script(), st.data())
+def test_nothing_is_held_after_each_complete_message_under_any_chunking(
+    script: tuple[bytes, list[Event], list[int]], data: st.DataObject,
+) -> None:
+    wire, _, ends = script
+    reader = FrameReader(BIG_LIMIT)
+    start = 0
+    for end in ends:
+        message = wire[start:end]
+        cuts = data.draw(chunkings(len(message)), label="cuts")
+        for chunk in split(message, cuts):
+            reader.feed(chunk)
+            assert reader.held <= len(message)
+        assert (reader.held, reader.in_message) == (0, False)
+        assert reader._buf is None and reader._text is None  # the memory is let go, too
+        start = end
 
 
 # --- hand-built frames, well-formed or not -------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import sys
+import tracemalloc
 
 import pytest
 from wsproto.frame_protocol import FrameProtocol, Opcode
@@ -515,6 +516,96 @@ def test_idle_reader_is_a_few_slots() -> None:
     reader.feed(text("abc")[:5])  # a partial frame is buffered...
     reader.feed(text("abc")[5:])
     assert reader._buf is None  # ...and dropped once the frame completes
+
+
+# --- what an unfinished message holds ---------------------------------------------------
+
+
+def test_held_counts_text_fragments_and_the_partial_frame() -> None:
+    reader = FrameReader(1 << 20)
+    assert (reader.held, reader.in_message, reader.messages) == (0, False, 0)
+    reader.feed(text("abcd", fin=False))
+    assert (reader.held, reader.in_message) == (4, True)
+    frame = client_frame(0x0, b"efghij", fin=False)
+    reader.feed(frame[:8])  # header (2) and mask (4) and 2 payload bytes of the next fragment
+    assert reader.held == 4 + 8
+    reader.feed(frame[8:])
+    assert reader.held == 10
+    assert reader.feed(client_frame(0x0, b"k")) == [TextMessage("abcdefghijk")]
+    assert (reader.held, reader.in_message, reader.messages) == (0, False, 1)
+    assert reader._text is None and reader._buf is None
+
+
+def test_a_single_big_frame_trickling_in_is_held_as_it_arrives() -> None:
+    reader = FrameReader(1 << 20)
+    frame = client_frame(0x1, b"x" * 100_000)
+    for i in range(0, 50_000, 1000):
+        reader.feed(frame[i:i + 1000])
+    assert (reader.held, reader.in_message) == (50_000, True)
+    assert reader.feed(frame[50_000:]) == [TextMessage("x" * 100_000)]
+    assert (reader.held, reader.in_message, reader.messages) == (0, False, 1)
+
+
+def test_binary_fragments_are_counted_not_held() -> None:
+    reader = FrameReader(1 << 20)
+    reader.feed(client_frame(0x2, bytes(1000), fin=False))
+    assert (reader.held, reader.in_message) == (0, True)  # begun, but nothing kept
+    reader.feed(client_frame(0x0, bytes(10))[:7])
+    assert reader.held == 7
+    assert reader.feed(client_frame(0x0, bytes(10))[7:]) == [BinaryMessage(1010)]
+    assert (reader.held, reader.in_message, reader.messages) == (0, False, 1)
+
+
+def test_a_partial_control_frame_is_in_progress_but_not_a_message() -> None:
+    reader = FrameReader(1 << 20)
+    reader.feed(client_frame(0x9, b"ping")[:3])
+    assert (reader.held, reader.in_message) == (3, True)
+    assert reader.feed(client_frame(0x9, b"ping")[3:]) == [Ping(b"ping")]
+    assert (reader.held, reader.in_message, reader.messages) == (0, False, 0)
+
+
+def test_messages_counts_every_whole_data_message_fast_path_or_not() -> None:
+    reader = FrameReader(1 << 20)
+    reader.feed(text("a"))  # one small frame: the fast path
+    reader.feed(text("b") + text("c") + client_frame(0x2, b"d") + client_frame(0x9))
+    reader.feed(text("e", fin=False))
+    assert (reader.messages, reader.in_message) == (4, True)
+    reader.feed(client_frame(0x0, b"f") + text("g", fin=False))
+    assert (reader.messages, reader.in_message) == (5, True)  # a new message in progress
+
+
+def test_close_lets_go_of_everything_and_ends_the_stream() -> None:
+    reader = FrameReader(1 << 20)
+    reader.feed(text("x" * 5000, fin=False) + client_frame(0x0, b"y" * 100)[:50])
+    assert reader.held == 5050
+    reader.close()
+    assert (reader.held, reader.in_message, reader.closed) == (0, False, True)
+    assert reader._text is None and reader._buf is None
+    assert reader.feed(client_frame(0x0, b"z")) == []
+
+
+def test_a_violation_lets_go_of_what_was_held() -> None:
+    reader = FrameReader(10_000)
+    reader.feed(text("x" * 9000, fin=False))
+    with pytest.raises(FrameError) as info:
+        reader.feed(client_frame(0x0, b"y" * 2000))
+    assert info.value.code == 1009
+    assert (reader.held, reader.in_message, reader.closed) == (0, False, True)
+
+
+def test_tiny_fragments_cost_about_their_payload_not_an_object_each() -> None:
+    # 20,000 one-byte fragments: kept as ~40-byte objects each they would take ~800 kB.
+    reader = FrameReader(1 << 20)
+    frames = [text("a", fin=False)] + [client_frame(0x0, b"b", fin=False)] * 19_999
+    tracemalloc.start()
+    try:
+        for frame in frames:
+            reader.feed(frame)
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reader.held == 20_000
+    assert current < 3 * 20_000
 
 
 def test_errors_survive_pickling() -> None:
