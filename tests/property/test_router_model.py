@@ -1,10 +1,10 @@
 """A stateful model of the routing core (rooms, history, permissions) against a reference model.
 
-`PureRouter` drives the pure modules — RoutingTable, HistoryStore/RoomLog, Principal — the way
-router.py's `_subscribe`, `_unsubscribe`, `_publish_command`, `_history`, `deliver` and the
-memory backplane do, synchronously and without sockets. The reference model knows nothing of
-those modules: it keeps plain lists of what was published and who subscribed with which
-filters, and predicts every frame each connection must get. After every step the frames must
+`CoreDriver` drives the product's routing core (`roomcast.core.RoutingCore`) with the
+product's memory backplane, synchronously and without sockets, performing the effects the
+core returns as the Router actor does. The reference model knows nothing of those modules:
+it keeps plain lists of what was published and who subscribed with which filters, and
+predicts every frame each connection must get. After every step the frames must
 be exactly the predicted ones, and each connection's stream must be ordered, duplicate-free,
 contiguous where unfiltered, and only from rooms its user may read.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,8 @@ from hypothesis.stateful import (
 
 from roomcast import protocol as p
 from roomcast.auth import Authenticator, Principal
-from roomcast.history import HistoryStore
-from roomcast.rooms import RoutingTable
+from roomcast.backplane.memory import MemoryBackplane
+from roomcast.core import Ask, Effects, Fanout, Peer, RoutingCore, Send
 from roomcast.settings import Settings
 
 SECRET = "model-secret-" + "m" * 40
@@ -118,186 +119,106 @@ picks = st.integers(0, 63)  # which live connection, modulo how many there are
 
 
 # ---------------------------------------------------------------------------- the driver
-class PureRouter:
-    """router.py's routing, synchronous, over the pure modules; frames go to plain lists."""
+class Outlet:
+    """A connection's handle as the core sees it (a model connection has nothing queued)."""
+
+    def __init__(self, conn: int) -> None:
+        self.conn = conn
+        self.queued = 0
+
+
+def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends (the memory backplane's) to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the memory backplane waited for something")
+
+
+def payload_of(frame: bytes) -> bytes:
+    """The payload of an unmasked WebSocket text frame as the core frames it."""
+    n = frame[1] & 0x7F
+    return frame[2:] if n < 126 else frame[4:] if n == 126 else frame[10:]
+
+
+class CoreDriver:
+    """Drives the product's routing core with the product's memory backplane, synchronously,
+    as the Router actor does: it performs every effect (frames go to plain lists, questions
+    go to the backplane and their answers back into the core) and is the backplane's sink."""
 
     def __init__(self, size: int, ttl: float, window: float, max_subscriptions: int) -> None:
         epochs = itertools.count(1)
-        self.store = HistoryStore(size, ttl, idempotency_window=window,
-                                  epoch_factory=lambda: f"e-{next(epochs)}")
-        self.table: RoutingTable[int] = RoutingTable()
-        self.principals: dict[int, Principal] = {}
-        self.outbox: dict[int, list[bytes]] = {}
-        self.max_subscriptions = max_subscriptions
-        self.cluster: dict[str, dict[str, int]] = {}  # the memory backplane's presence
+        settings = Settings(jwt_secret=SECRET, node="model", history_size=size,
+                            history_ttl=ttl, idempotency_window=window,
+                            max_subscriptions=max_subscriptions, rate_per_second=1e9,
+                            rate_burst=1_000_000, max_connections_per_user=100,
+                            max_pending=100_000)
         self.now = 0.0
+        self.core = RoutingCore(settings)
+        self.core.wall_base = TS_BASE
+        self.backplane = MemoryBackplane(settings, clock=lambda: self.now,
+                                         epoch_factory=lambda: f"e-{next(epochs)}")
+        self.backplane.attach(self)
+        self.store = self.backplane.store
+        self.table = self.core.table
+        self.peers: dict[int, Peer] = {}
+        self.outbox: dict[int, list[bytes]] = {}
 
     def connect(self, conn: int, principal: Principal) -> None:
-        self.principals[conn] = principal
+        peer, _connected = self.core.admit(principal, f"model:{conn}", "model", self.now)
+        peer.outlet = Outlet(conn)
+        self.peers[conn] = peer
         self.outbox[conn] = []
 
     def disconnect(self, conn: int) -> None:
-        principal = self.principals.pop(conn)
+        peer = self.peers.pop(conn)
         del self.outbox[conn]
-        for room, user_id, _left in self.table.drop(conn):
-            self._presence_update(room, user_id, principal.info)
+        self.perform(self.core.leave(peer, 1000))
 
     def command(self, conn: int, frame: dict[str, Any]) -> None:
-        """One client frame, parsed by the real protocol module, then executed."""
-        try:
-            cmd = p.parse(json.dumps(frame))
-        except p.ProtocolError as exc:
-            self.outbox[conn].append(exc.frame())
-            return
-        match cmd:
-            case p.Subscribe():
-                self._subscribe(conn, cmd)
-            case p.Unsubscribe():
-                self._unsubscribe(conn, cmd)
-            case p.Publish():
-                self._publish(conn, cmd)
-            case p.History():
-                self._history(conn, cmd)
-            case p.Presence():
-                self._presence(conn, cmd)
-            case _:
-                raise AssertionError(f"the model sends no {cmd!r}")
+        """One client frame, as the connection actor hands it to the Router."""
+        self.perform(self.core.command(self.peers[conn], json.dumps(frame), self.now))
 
     def prune(self) -> None:
         """The memory backplane's periodic prune: rooms with a local subscriber are kept."""
-        self.store.prune(self.now, keep=self.table.rooms)
+        self.backplane.prune()
 
-    def _send(self, conn: int, frame: dict[str, Any]) -> None:
-        self.outbox[conn].append(p.encode(frame))
+    def perform(self, effects: Effects) -> None:
+        for effect in effects:
+            match effect:
+                case Send(peer, frame):
+                    self._to(peer, frame)
+                case Fanout(frame, peers):
+                    for peer in peers:
+                        self._to(peer, frame)
+                case Ask(method, args, then):
+                    answer = run_sync(getattr(self.backplane, method)(*args))
+                    if then is not None:
+                        self.perform(then(answer))
+                case _:
+                    raise AssertionError(f"the model expects no {effect!r}")
 
-    def _error(self, conn: int, code: str, cmd_id: p.CommandId) -> None:
-        self.outbox[conn].append(p.error_frame(code, code, cmd_id))
+    def _to(self, peer: Peer, frame: bytes) -> None:
+        self.outbox[peer.outlet.conn].append(payload_of(frame))
 
-    def _subscribe(self, conn: int, cmd: p.Subscribe) -> None:
-        principal = self.principals[conn]
-        results: dict[str, dict[str, Any]] = {}
-        accepted: list[tuple[str, bool]] = []
-        for room in dict.fromkeys(cmd.rooms):
-            if not p.valid_room(room):
-                results[room] = {"ok": False, "error": p.BAD_ROOM}
-                continue
-            if not principal.can_subscribe(room):
-                results[room] = {"ok": False, "error": p.FORBIDDEN}
-                continue
-            if self.table.get(conn, room) is None and (
-                len(self.table.subscriptions(conn)) >= self.max_subscriptions
-            ):
-                results[room] = {"ok": False, "error": p.TOO_MANY_SUBSCRIPTIONS}
-                continue
-            _sub, is_new, _joined = self.table.subscribe(
-                conn, room, principal.user_id, principal.info, cmd.events, cmd.where,
-                cmd.presence,
-            )
-            accepted.append((room, is_new))
-        recovered: list[bytes] = []
-        for room, _ in accepted:
-            log = self.store.room(room, self.now)
-            entry: dict[str, Any] = {"ok": True, "offset": log.offset, "epoch": log.epoch}
-            since = cmd.since.get(room) if cmd.since else None
-            if since is not None:
-                recovery = log.since(since.offset, since.epoch, self.now)
-                entry["recovered"] = recovery.recovered
-                if recovery.missed is not None:
-                    entry["missed"] = {"from": recovery.missed[0], "to": recovery.missed[1]}
-                recovered += [e.payload for e in recovery.messages]
-            results[room] = entry
-        self._send(conn, {"type": "subscribed", "id": cmd.id,
-                          "rooms": {room: results[room] for room in dict.fromkeys(cmd.rooms)}})
-        self.outbox[conn] += recovered
-        for room, is_new in accepted:
-            if is_new:
-                self._presence_update(room, principal.user_id, principal.info)
+    # the backplane's sink
+    def deliver(self, room: str, offset: int, payload: bytes, event: str | None) -> None:
+        self.perform(self.core.deliver(room, offset, payload, event))
 
-    def _unsubscribe(self, conn: int, cmd: p.Unsubscribe) -> None:
-        rooms = list(dict.fromkeys(cmd.rooms))
-        gone = [room for room in rooms if self.table.unsubscribe(conn, room)[0]]
-        self._send(conn, {"type": "unsubscribed", "id": cmd.id, "rooms": rooms})
-        principal = self.principals[conn]
-        for room in gone:
-            self._presence_update(room, principal.user_id, principal.info)
+    def presence_changed(self, room: str, user_id: str, info: dict[str, Any] | None,
+                         joined: bool) -> None:
+        self.perform(self.core.presence_changed(room, user_id, info, joined))
 
-    def _presence_update(self, room: str, user_id: str, info: dict[str, Any]) -> None:
-        """Router._presence_count and MemoryBackplane.presence_update, then presence_changed."""
-        entry = self.table.presence(room).get(user_id)
-        count = entry.connections if entry else 0
-        users = self.cluster.setdefault(room, {})
-        had = user_id in users
-        if count:
-            users[user_id] = count
-        else:
-            users.pop(user_id, None)
-            if not users:
-                del self.cluster[room]
-        if had == bool(count):
-            return
-        body: dict[str, Any] = {"type": "joined" if count else "left", "room": room,
-                                "user_id": user_id}
-        if count:
-            body["info"] = info
-        for sub in self.table.watchers(room):
-            self._send(sub.subscriber, body)
+    def reset(self, room: str, epoch: str, offset: int, missed: tuple[int, int] | None
+              ) -> None:
+        raise AssertionError("the memory backplane never replaces a watched room's stream")
 
-    def _publish(self, conn: int, cmd: p.Publish) -> None:
-        principal = self.principals[conn]
-        if not p.valid_room(cmd.room):
-            return self._error(conn, p.BAD_ROOM, cmd.id)
-        if not principal.can_publish(cmd.room):
-            return self._error(conn, p.FORBIDDEN, cmd.id)
-        template = p.message_template(cmd.room, bytes(cmd.data), cmd.event, principal.user_id,
-                                      TS_BASE + self.now)
-        outcome = self.store.publish(cmd.room, self.now, template.build, cmd.idempotency_key)
-        if outcome.entry is not None:
-            self._deliver(cmd.room, outcome.entry.payload, cmd.event)
-        reply: dict[str, Any] = {"type": "published", "id": cmd.id, "room": cmd.room,
-                                 "offset": outcome.offset}
-        if outcome.duplicate:
-            reply["duplicate"] = True
-        self._send(conn, reply)
+    def control(self, kind: str, payload: dict[str, Any]) -> None:
+        self.perform(self.core.control(kind, payload, self.now))
 
-    def _deliver(self, room: str, payload: bytes, event: str | None) -> None:
-        """Router.deliver: one lazily decoded `data` per message, filters per subscription."""
-        decoded: list[Any] = []
-
-        def data() -> Any:
-            if not decoded:
-                decoded.append(p.message_data(payload))
-            return decoded[0]
-
-        for sub in self.table.recipients(room, event, data):
-            self.outbox[sub.subscriber].append(payload)
-
-    def _readable(self, conn: int, room: str, cmd_id: p.CommandId) -> bool:
-        if not p.valid_room(room):
-            self._error(conn, p.BAD_ROOM, cmd_id)
-            return False
-        if not self.principals[conn].can_subscribe(room):
-            self._error(conn, p.FORBIDDEN, cmd_id)
-            return False
-        return True
-
-    def _history(self, conn: int, cmd: p.History) -> None:
-        if not self._readable(conn, cmd.room, cmd.id):
-            return
-        log = self.store.room(cmd.room, self.now)
-        entries = log.history(cmd.since, cmd.limit, self.now)
-        self._send(conn, {"type": "history", "id": cmd.id, "room": cmd.room, "epoch": log.epoch,
-                          "offset": log.offset,
-                          "messages": [json.loads(e.payload) for e in entries]})
-
-    def _presence(self, conn: int, cmd: p.Presence) -> None:
-        if not self._readable(conn, cmd.room, cmd.id):
-            return
-        users = [{"user_id": user, "connections": count, "info": self._info(user)}
-                 for user, count in self.cluster.get(cmd.room, {}).items()]
-        self._send(conn, {"type": "presence", "id": cmd.id, "room": cmd.room, "users": users})
-
-    def _info(self, user_id: str) -> dict[str, Any]:
-        return next(pr.info for pr in self.principals.values() if pr.user_id == user_id)
+    def resumed(self) -> None:
+        self.core.resumed()
 
 
 # ---------------------------------------------------------------------------- the model
@@ -384,7 +305,7 @@ class RouterModel(RuleBasedStateMachine):
         `seed` filters."""
         self.size, self.ttl, self.window = size, ttl, window
         self.max_subscriptions = max_subscriptions
-        self.router = PureRouter(size, ttl, window, max_subscriptions)
+        self.router = CoreDriver(size, ttl, window, max_subscriptions)
         self.now = 0.0
         for user in users:
             self.connect(user)
@@ -512,7 +433,9 @@ class RouterModel(RuleBasedStateMachine):
                         note("subscribe: recovery with a missed range")
                     elif offset < top:
                         note("subscribe: recovered messages")
-                    replay += [m.frame for m in held if m.offset > offset]
+                    # what a subscription recovers passes its filters, as live delivery
+                    replay += [m.frame for m in held if m.offset > offset
+                               and mine[room].admits(m.frame["event"], m.frame["data"])]
             results[room] = entry
         self.expect(conn, {"type": "subscribed", "id": cmd_id,
                            "rooms": {room: results[room] for room in dict.fromkeys(rooms)}})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from roomcast.backplane.base import Backplane, HistoryPage, PublishResult, RoomPosition, Sink
-from roomcast.history import HistoryStore
+from roomcast.history import HistoryStore, new_epoch
 from roomcast.protocol import MessageTemplate
 from roomcast.settings import Settings
 
@@ -17,12 +18,15 @@ class MemoryBackplane(Backplane):
 
     name = "memory"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = trio.current_time,
+                 epoch_factory: Callable[[], str] = new_epoch) -> None:
+        self.clock = clock
         self.store = HistoryStore(
             settings.history_size,
             settings.history_ttl,
             idempotency_window=settings.idempotency_window,
             idempotency_max_keys=settings.idempotency_max_keys,
+            epoch_factory=epoch_factory,
         )
         self._presence: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
         self._watched: set[str] = set()
@@ -40,7 +44,15 @@ class MemoryBackplane(Backplane):
         task_status.started()
         while True:
             await trio.sleep(self._prune_period)
-            self.store.prune(trio.current_time(), keep=self._watched)
+            self.prune()
+
+    def prune(self) -> None:
+        """Forget rooms with nothing held, no live idempotency key and nobody here."""
+        self.store.prune(self.clock(), keep=self._watched)
+
+    def attach(self, sink: Sink) -> None:
+        """Deliver to `sink` without running (for driving the backplane synchronously)."""
+        self._sink = sink
 
     def _require_sink(self) -> Sink:
         if self._sink is None:
@@ -52,13 +64,13 @@ class MemoryBackplane(Backplane):
         idempotency_key: str | None = None,
     ) -> PublishResult:
         sink = self._require_sink()
-        outcome = self.store.publish(room, trio.current_time(), template.build, idempotency_key)
+        outcome = self.store.publish(room, self.clock(), template.build, idempotency_key)
         if outcome.entry is not None:
             sink.deliver(room, outcome.offset, outcome.entry.payload, event)
         return PublishResult(outcome.offset, outcome.epoch, outcome.duplicate)
 
     async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
-        now = trio.current_time()
+        now = self.clock()
         log = self.store.room(room, now)
         if since is None:
             return RoomPosition(log.offset, log.epoch)
@@ -78,7 +90,7 @@ class MemoryBackplane(Backplane):
         self._watched.discard(room)
 
     async def history(self, room: str, since: int | None, limit: int) -> HistoryPage:
-        now = trio.current_time()
+        now = self.clock()
         log = self.store.room(room, now)
         entries = log.history(since, limit, now)
         return HistoryPage(log.offset, log.epoch, [e.payload for e in entries])
