@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from roomcast.router import Router
-from tests.support import WAIT, free_port, running_server
+from tests.support import WAIT, ServerProcess, free_port, running_server
 
 REDIS_START = 10.0  # seconds redis-server may take to answer PING on a busy machine
 
@@ -120,3 +120,14 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> No
     with trio.fail_after(timeout):
         while not predicate():  # noqa: ASYNC110 - nothing signals these conditions
             await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def node_process(redis: RedisServer, name: str, *args: str) -> AsyncIterator[ServerProcess]:
+    """A `roomcast serve` child process on `redis`, killed (by PID) at the end."""
+    server = ServerProcess("--backplane", redis.url, "--node", name, *args)
+    await trio.to_thread.run_sync(server.start)
+    try:
+        yield server
+    finally:
+        await trio.to_thread.run_sync(server.kill)

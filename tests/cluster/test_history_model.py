@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from roomcast import open_router
 from roomcast import protocol as p
 from roomcast.history import RoomLog
-from roomcast.router import open_router
 from tests.cluster.conftest import RedisServer
 from tests.support import server_settings
 

@@ -10,19 +10,8 @@ from contextlib import asynccontextmanager
 import trio
 import trio_websocket
 
-from tests.cluster.conftest import RedisServer, cluster
+from tests.cluster.conftest import RedisServer, cluster, node_process
 from tests.support import WAIT, Client, ServerProcess, make_token
-
-
-@asynccontextmanager
-async def node_process(redis: RedisServer, name: str, *args: str) -> AsyncIterator[ServerProcess]:
-    """A `roomcast serve` child process on `redis`, killed (by PID) at the end."""
-    server = ServerProcess("--backplane", redis.url, "--node", name, *args)
-    await trio.to_thread.run_sync(server.start)
-    try:
-        yield server
-    finally:
-        await trio.to_thread.run_sync(server.kill)
 
 
 @asynccontextmanager
