@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import socket
+import platform
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +24,7 @@ class SettingsError(RoomcastError):
 
 
 def _default_node() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    return f"{platform.node()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
