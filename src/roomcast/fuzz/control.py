@@ -6,22 +6,51 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 import trio_websocket
 
 from roomcast.fuzz.contract import FuzzFailure, short
+from roomcast.fuzz.target import Target
 
-if TYPE_CHECKING:
-    from roomcast.fuzz.fuzzer import Fuzzer
+
+class Tally(Protocol):
+    """The counts a Control reads and adds to (the run's FuzzReport)."""
+
+    control_messages: int  # written: one more per control message delivered in order
+
+    @property
+    def examples(self) -> int: ...
+
+
+class Owner(Protocol):
+    """What a Control needs from the fuzzer it works for (roomcast.fuzz.fuzzer.Fuzzer):
+    read-only members, so the fuzzer's own, narrower types satisfy it."""
+
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def control_room(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def report(self) -> Tally: ...
+
+    def mint(self, sub: str, rooms: list[str] | None, publish: list[str] | None) -> str: ...
 
 
 class Control:
     """Two clients outside the fuzzing: one publishes a counter into a room the fuzz
     clients may read but not write, the other must receive every value, in order."""
 
-    def __init__(self, fuzzer: Fuzzer) -> None:
+    def __init__(self, fuzzer: Owner) -> None:
         self.fuzzer = fuzzer
         self.failure: str | None = None
         self.published = 0  # highest counter the server acknowledged

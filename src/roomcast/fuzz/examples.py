@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from roomcast.fuzz.oracle import Session
+from typing import Any, Final, Protocol
 
 
 @dataclass(frozen=True)
@@ -93,10 +90,17 @@ class Script:
 Example = tuple[Script, ...]
 
 
+class Markers(Protocol):
+    """What turns a drawn marker ("$id", "$me", "$token:...") into a client's own value
+    (roomcast.fuzz.oracle.Session); other text comes back unchanged."""
+
+    def resolve(self, text: str, command_id: Any) -> Any: ...
+
+
 class Writer:
     """JSON text for a drawn body: markers resolved, Lit/Deep/Big written out."""
 
-    def __init__(self, session: Session, command_id: Any, spaced: bool, ascii: bool) -> None:
+    def __init__(self, session: Markers, command_id: Any, spaced: bool, ascii: bool) -> None:
         self.session = session
         self.command_id = command_id
         self.comma, self.colon = (", ", ": ") if spaced else (",", ":")

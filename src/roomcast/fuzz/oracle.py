@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from roomcast.codes import CloseCode
 from roomcast.fuzz.contract import (
@@ -33,8 +33,15 @@ from roomcast.fuzz.contract import (
 )
 from roomcast.fuzz.examples import Frame, Text, Writer
 
-if TYPE_CHECKING:
-    from roomcast.fuzz.fuzzer import Fuzzer
+
+class Issuer(Protocol):
+    """What a Session needs from its fuzzer (roomcast.fuzz.fuzzer.Fuzzer): the control
+    room's name and the tokens for `refresh`."""
+
+    @property
+    def control_room(self) -> str: ...
+
+    def token_variant(self, sub: str, grant: str, variant: str) -> str: ...
 
 
 @dataclass
@@ -84,7 +91,7 @@ def same_id(a: Any, b: Any) -> bool:
 class Session:
     """One fuzz client's view: its grants, subscriptions, tokens and what it has seen."""
 
-    def __init__(self, fuzzer: Fuzzer, sub: str, grant: str) -> None:
+    def __init__(self, fuzzer: Issuer, sub: str, grant: str) -> None:
         self.fuzzer = fuzzer
         self.sub = sub
         self.grant = grant
