@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 from jwt.types import HashlibHash, Options
 
+from roomcast.errors import RoomcastError
 from roomcast.settings import Settings, SettingsError
 
 __all__ = [
@@ -64,7 +65,7 @@ _HMAC_HASHES: dict[str, HashlibHash] = {
 }
 
 
-class AuthError(Exception):
+class AuthError(RoomcastError):
     """A token was refused. `reason` is a short code for logs and metrics; str(exc) is a
     human sentence that never contains the token."""
 

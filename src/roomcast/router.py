@@ -45,7 +45,7 @@ from roomcast.core import (
 from roomcast.log import event
 from roomcast.metrics import Metrics
 from roomcast.settings import Settings
-from roomcast.streams import HistoryPage
+from roomcast.streams import HistoryPage, PublishResult
 
 CommandHandler = Callable[[Principal, dict[str, Any]], Awaitable[Any]]
 
@@ -278,12 +278,18 @@ class Router:
     async def publish_result(self, room: str, data: Any, event: str | None = None,
                              idempotency_key: str | None = None) -> tuple[int, bool]:
         """Like publish, also saying whether it was a repeat of an idempotency_key."""
-        p.check_room(room)
-        result = await self._publish(room, p.encode(data), event, idempotency_key)
+        result = await self.publish_message(room, data, event, idempotency_key)
         return result.offset, result.duplicate
 
+    async def publish_message(self, room: str, data: Any, event: str | None = None,
+                              idempotency_key: str | None = None) -> PublishResult:
+        """Publish server-side; the message's offset, the epoch of the stream it went into
+        (§17), and whether it repeated an idempotency_key."""
+        p.check_room(room)
+        return await self._publish(room, p.encode(data), event, idempotency_key)
+
     async def _publish(self, room: str, data: bytes, event: str | None,
-                       idempotency_key: str | None = None) -> Any:
+                       idempotency_key: str | None = None) -> PublishResult:
         template = self.core.template(room, data, event, None, trio.current_time())
         result = await self.backplane.publish(room, template, event, idempotency_key)
         self.metrics.publishes += 1
@@ -292,11 +298,16 @@ class Router:
     async def broadcast(self, rooms: list[str], data: Any, event: str | None = None
                         ) -> dict[str, int]:
         """Publish the same data into several rooms; returns each room's offset."""
+        results = await self.broadcast_messages(rooms, data, event)
+        return {room: result.offset for room, result in results.items()}
+
+    async def broadcast_messages(self, rooms: list[str], data: Any, event: str | None = None
+                                 ) -> dict[str, PublishResult]:
+        """Like broadcast, with each room's offset and epoch (§17)."""
         for room in rooms:
             p.check_room(room)
         encoded = p.encode(data)
-        return {room: (await self._publish(room, encoded, event)).offset
-                for room in dict.fromkeys(rooms)}
+        return {room: await self._publish(room, encoded, event) for room in dict.fromkeys(rooms)}
 
     async def send_to_user(self, user_id: str, data: Any, event: str | None = None) -> int:
         """Publish into the user's personal room `user:<id>` (every node, with history)."""

@@ -194,8 +194,12 @@ async def test_publish_replies_published_with_room_and_offset() -> None:
                                   "event": "message.new", "data": {"text": "hi"}})
         second = await alice.call({"type": "publish", "id": 4, "room": "channel:456",
                                    "data": None})
-    assert first == {"type": "published", "id": 3, "room": "channel:456", "offset": 1}
-    assert second == {"type": "published", "id": 4, "room": "channel:456", "offset": 2}
+    epoch = first["epoch"]  # which stream the message went into (§17)
+    assert isinstance(epoch, str) and epoch
+    assert first == {"type": "published", "id": 3, "room": "channel:456", "offset": 1,
+                     "epoch": epoch}
+    assert second == {"type": "published", "id": 4, "room": "channel:456", "offset": 2,
+                      "epoch": epoch}
 
 
 async def test_publish_is_forbidden_without_a_matching_publish_pattern() -> None:

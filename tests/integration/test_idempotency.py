@@ -15,7 +15,7 @@ async def test_a_repeated_key_is_not_delivered_again_and_gets_the_first_offset()
         again = await bob.publish("channel:456", {"text": "hi"}, idempotency_key="k-1")
         assert first["offset"] == 1 and first.get("duplicate", False) is False
         assert again == {"type": "published", "id": again["id"], "room": "channel:456",
-                         "offset": 1, "duplicate": True}
+                         "offset": 1, "epoch": first["epoch"], "duplicate": True}
         await bob.publish("channel:456", "marker")
         assert (await alice.recv())["offset"] == 1
         marker = await alice.recv()

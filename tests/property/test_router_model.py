@@ -478,7 +478,8 @@ class RouterModel(RuleBasedStateMachine):
         if first is not None and self.now - first[1] < self.window:
             note("publish: duplicate idempotency key")
             return self.expect(conn, {"type": "published", "id": cmd_id, "room": room,
-                                      "offset": first[0], "duplicate": True})
+                                      "offset": first[0], "epoch": log.epoch,
+                                      "duplicate": True})
         offset = len(log.messages) + 1
         message = {"type": "message", "room": room, "offset": offset, "event": event,
                    "data": data, "sender": user, "ts": p.iso_time(TS_BASE + self.now)}
@@ -492,7 +493,8 @@ class RouterModel(RuleBasedStateMachine):
                 note(f"publish: delivered ({'filtered' if sub.events or sub.where else 'plain'})")
             elif sub is not None:
                 note("publish: a filter held a message back")
-        self.expect(conn, {"type": "published", "id": cmd_id, "room": room, "offset": offset})
+        self.expect(conn, {"type": "published", "id": cmd_id, "room": room, "offset": offset,
+                           "epoch": log.epoch})
 
     @precondition(lambda self: any(self.subs[c] for c in self.live))
     @rule(pick=picks, which=picks, event=st.none() | event_names, data=payloads)

@@ -187,7 +187,7 @@ class RoutingCore(Subscriptions):
         def published(result: PublishResult) -> Effects:
             self.metrics.publishes += 1
             reply: dict[str, Any] = {"type": "published", "id": cmd.id, "room": cmd.room,
-                                     "offset": result.offset}
+                                     "offset": result.offset, "epoch": result.epoch}
             if result.duplicate:
                 reply["duplicate"] = True
             return (self.reply(peer, reply),)
