@@ -210,8 +210,8 @@ async def http(port: int, method: str, path: str, body: Any = None, api_key: str
 
 
 class Publishers:
-    """`tasks` publishers, each sending one publish every `interval` s to the nodes in
-    turn, recording every 200 answer, until `stop` is set."""
+    """`tasks` publishers spread over the nodes, each sending one publish every `interval`
+    s to its node (to the rooms in turn), recording every 200 answer, until `stop` is set."""
 
     def __init__(self, nodes: list[ServerProcess], rooms: list[str]) -> None:
         self.nodes = nodes
@@ -230,7 +230,7 @@ class Publishers:
         for turn in itertools.count(k):
             if self.stop.is_set():
                 return
-            node = self.nodes[turn % len(self.nodes)]
+            node = self.nodes[k % len(self.nodes)]  # a stalled node holds up its own only
             room = self.rooms[turn % len(self.rooms)]
             ident = next(self._ids)
             started = trio.current_time()
