@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import jwt
 import trio
 import trio_websocket
 
@@ -164,6 +165,44 @@ async def test_a_tailing_cli_client_comes_back_after_a_dev_server_restart(
                 second.process.send_signal(signal.SIGINT)
                 assert await second.exit_code() == 0
             assert not [line for line in tail.lines if "4401" in line], tail.lines
+
+
+async def test_dev_with_a_given_secret_uses_it_and_keeps_no_file(tmp_path: Path) -> None:
+    port, secret = free_port(), "given-secret-0123456789-0123456789-abc"
+    async with child("serve", "--dev", "--jwt-secret", secret, "--port", str(port),
+                     "--http-port", "0", cwd=tmp_path) as server:
+        await server.until(" listening ")
+        token = TOKEN.search("\n".join(server.lines))
+        assert token is not None
+        assert jwt.decode(token[0], secret, algorithms=["HS256"])["sub"] == "dev"
+        assert (await hello(f"ws://127.0.0.1:{port}/ws?token={token[0]}"))["user_id"] == "dev"
+        server.process.send_signal(signal.SIGINT)
+        assert await server.exit_code() == 0
+    assert not (tmp_path / ".roomcast").exists()
+
+
+async def test_a_second_ctrl_c_stops_at_once_instead_of_draining(tmp_path: Path) -> None:
+    port = free_port()
+    async with child("serve", "--dev", "--shutdown-grace", "60", "--port", str(port),
+                     "--http-port", "0", cwd=tmp_path) as server:
+        await server.until(" listening ")
+        token = TOKEN.search("\n".join(server.lines))
+        assert token is not None
+        url = f"ws://127.0.0.1:{port}/ws?token={token[0]}"
+        # Two connections: draining closes the second only 30 s after the first.
+        async with trio_websocket.open_websocket_url(
+            url, connect_timeout=WAIT, disconnect_timeout=WAIT) as one, \
+                trio_websocket.open_websocket_url(
+            url, connect_timeout=WAIT, disconnect_timeout=WAIT) as two:
+            with trio.fail_after(WAIT):
+                await one.get_message()
+                await two.get_message()
+            server.process.send_signal(signal.SIGINT)
+            stopping = await server.until(" stopping ")
+            assert "connections=2" in stopping and "grace=60s" in stopping
+            server.process.send_signal(signal.SIGINT)
+            await server.until("stopping at once")
+            assert await server.exit_code() == 0  # long before the 60 s grace
 
 
 # ------------------------------------------------------------------ each mistake, one line
