@@ -36,7 +36,7 @@ class Connection:
         self.peer = peer
         self.stream = stream
         self.fd = transport.socket_fd(stream)
-        kind = ChannelMailbox if getattr(settings, "mailbox", "") == "channel" else DirectMailbox
+        kind = ChannelMailbox if settings.mailbox == "channel" else DirectMailbox
         self.mailbox: Mailbox = kind(self, stream, self.fd, settings.max_pending,
                                      settings.write_timeout, router.metrics)
         self.send_nowait = self.mailbox.send_nowait  # the Router's hot path: one call

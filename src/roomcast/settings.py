@@ -68,6 +68,7 @@ class Settings:
     idempotency_max_keys: int = 10_000
     max_binary_frames: int = 10
     log_level: str = "info"
+    mailbox: str = "direct"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -95,6 +96,7 @@ _NON_NEGATIVE = {
     "history_ttl", "presence_ttl", "shutdown_grace",
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAILBOXES = ("direct", "channel")
 _KNOWN_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
 
 
@@ -120,6 +122,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"path must start with '/', got {s.path!r}")
     if s.log_format not in ("text", "json"):
         raise SettingsError(f"log_format must be 'text' or 'json', got {s.log_format!r}")
+    if s.mailbox not in MAILBOXES:
+        raise SettingsError(f"mailbox must be one of {', '.join(MAILBOXES)}, got {s.mailbox!r}")
     if s.log_level not in LOG_LEVELS:
         raise SettingsError(
             f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"
@@ -190,10 +194,14 @@ DOCS: dict[str, tuple[str, str]] = {
     "log_level": ("`info`", "`debug`, `info`, `warning` or `error`; every connection's open "
                   "and ordinary close is logged at `debug`, a close for a cause (4408, 4409, "
                   "4429, 4500, 1009, ...) at `info`"),
+    "mailbox": ("`direct`", "how a connection's bounded outgoing queue reaches its socket: "
+                "`direct` writes at once when nothing waits, `channel` is a memory channel "
+                "with a writer task per connection (docs/architecture.md compares them)"),
 }
 #: Settings beyond the contract's table (protocol §10), marked so in the reference.
 BEYOND_CONTRACT = frozenset({"handshake_timeout", "write_timeout", "idempotency_window",
-                             "idempotency_max_keys", "max_binary_frames", "log_level"})
+                             "idempotency_max_keys", "max_binary_frames", "log_level",
+                             "mailbox"})
 
 
 def flag(name: str) -> str:

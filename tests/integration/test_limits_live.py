@@ -7,6 +7,7 @@ import json
 from collections import deque
 from typing import Any
 
+import pytest
 import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
@@ -224,9 +225,11 @@ async def test_pings_are_sent_every_heartbeat_interval() -> None:
 
 
 # ------------------------------------------------------------------ 4409
-async def test_a_client_that_stops_reading_is_closed_4409_without_stalling_others() -> None:
+@pytest.mark.parametrize("mailbox", ["direct", "channel"])
+async def test_a_client_that_stops_reading_is_closed_4409_without_stalling_others(
+        mailbox: str) -> None:
     data = "x" * 200_000
-    async with running_server(max_pending=8, write_timeout=30) as router, connect(
+    async with running_server(max_pending=8, write_timeout=30, mailbox=mailbox) as router, connect(
             router, sub="fast") as fast:
         slow = await RawClient.open(router, make_token("slow", rooms=["*"]))
         try:
