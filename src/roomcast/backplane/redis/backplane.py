@@ -63,6 +63,22 @@ from roomcast.settings import Settings, SettingsError
 
 _REVOKE_KEEP = 86400.0  # seconds a revocation without expires_at is kept (as RevocationList)
 _json_encode = msgspec.json.encode
+
+
+def _read_url(url: str, timeout: float) -> Any:
+    """The connection pool coredis makes of the URL, only to read it (host, port, db,
+    credentials, TLS): commands go over connections of our own, since coredis's client path
+    costs ~100 us of CPU per command where a request on a connection costs ~25 us."""
+    try:
+        pool = coredis.ConnectionPool.from_url(url, connect_timeout=timeout,
+                                               stream_timeout=timeout)
+    except ValueError as exc:
+        raise SettingsError(
+            f"backplane: cannot use {url!r} ({exc}); write it as redis://HOST:PORT/DB"
+        ) from exc
+    if pool.location is None:
+        raise SettingsError(f"backplane: no host in {url!r}; write it as redis://HOST:PORT/DB")
+    return pool
 class RedisBackplane(Reader, Presence, Backplane):
     """Offsets, history, presence and control in Redis, shared by every node (§9)."""
 
@@ -78,22 +94,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         self.instance = f"{settings.node}#{secrets.token_hex(3)}"
         client_name = "".join(c if c.isalnum() or c in "-_.:#" else "_" for c in self.instance)
         self._client_name = client_name
-        try:
-            # Only to read the URL (host, port, db, credentials, TLS); commands go over
-            # connections of our own: coredis's client path costs ~100 us of CPU per
-            # command where a request on a connection costs ~25 us (benchmarks/).
-            pool = coredis.ConnectionPool.from_url(
-                settings.backplane, connect_timeout=self.command_timeout,
-                stream_timeout=self.command_timeout,
-            )
-        except ValueError as exc:
-            raise SettingsError(
-                f"backplane: cannot use {settings.backplane!r} ({exc}); "
-                "write it as redis://HOST:PORT/DB"
-            ) from exc
-        if pool.location is None:
-            raise SettingsError(f"backplane: no host in {settings.backplane!r}; "
-                                "write it as redis://HOST:PORT/DB")
+        pool = _read_url(settings.backplane, self.command_timeout)
         self.where = str(pool.location)
         self._location = pool.location
         self._connection_class: Any = pool.connection_class
