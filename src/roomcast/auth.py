@@ -7,12 +7,10 @@ checks use the `now` the caller passes, so tests can drive a mock clock.
 from __future__ import annotations
 
 import functools
-import heapq
 import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,8 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.types import HashlibHash, Options
 
 from roomcast.errors import RoomcastError
+from roomcast.permissions import Principal, room_matches
+from roomcast.revocations import RevocationList
 from roomcast.settings import Settings, SettingsError
 
 __all__ = [
@@ -74,139 +74,6 @@ class AuthError(RoomcastError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-# --- room patterns -----------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def _compile(pattern: str) -> re.Pattern[str]:
-    """One glob pattern as a regex for fullmatch. Runs of `*` collapse to one, and every
-    segment between two stars sits in an atomic group that takes its leftmost match: that is
-    enough for a glob (segments have a fixed length) and keeps matching O(len(room) *
-    len(pattern)), so a pattern like `*a*a*a*a*b` cannot make the regex engine backtrack
-    exponentially."""
-
-    def segment(text: str) -> str:
-        return "".join("." if ch == "?" else re.escape(ch) for ch in text)
-
-    parts = re.split(r"\*+", pattern)
-    if len(parts) == 1:
-        regex = segment(pattern)
-    else:
-        first, *middle, last = parts
-        regex = (
-            segment(first)
-            + "".join(f"(?>.*?{segment(part)})" for part in middle)
-            + ".*"
-            + segment(last)
-        )
-    return re.compile(regex, re.DOTALL)
-
-
-def room_matches(patterns: Iterable[str], room: str) -> bool:
-    """Shell-style: `*` matches any run of characters (':' included), `?` exactly one; every
-    other character is literal (NOT fnmatch: '[' is literal). A bare string counts as one
-    pattern, never as a sequence of one-character patterns."""
-    if isinstance(patterns, str):
-        patterns = (patterns,)
-    return any(_compile(pattern).fullmatch(room) is not None for pattern in patterns)
-
-
-# --- the verified identity ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a verified token speaks for and what it may do."""
-
-    user_id: str
-    rooms: tuple[str, ...]
-    publish: tuple[str, ...]
-    info: dict[str, Any]
-    expires_at: float
-    jti: str | None
-
-    @property
-    def personal_room(self) -> str:
-        """The room every user may always subscribe to: `user:<sub>`."""
-        return f"user:{self.user_id}"
-
-    def can_subscribe(self, room: str) -> bool:
-        """The personal room is always allowed; any other room needs a matching pattern."""
-        return room == self.personal_room or room_matches(self.rooms, room)
-
-    def can_publish(self, room: str) -> bool:
-        """Publishing needs a matching `publish` pattern (there is no implicit one)."""
-        return room_matches(self.publish, room)
-
-
-# --- revocations -------------------------------------------------------------------------
-
-
-class RevocationList:
-    """jti -> the time after which the entry can be forgotten. Bounded: entries expire; an
-    entry without expires_at is kept for `default_keep` seconds (default 86400); at most
-    `max_entries` (default 100_000) — the ones expiring soonest are dropped first when full.
-
-    A jti stays revoked while now <= its forget time. Revoking a jti again only ever extends
-    its forget time, so a later call can never shorten a revocation."""
-
-    def __init__(self, default_keep: float = 86400.0, max_entries: int = 100_000) -> None:
-        if not (math.isfinite(default_keep) and default_keep > 0):
-            raise ValueError(f"default_keep must be a positive number, got {default_keep!r}")
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be at least 1, got {max_entries!r}")
-        self.default_keep = default_keep
-        self.max_entries = max_entries
-        self._forget_at: dict[str, float] = {}
-        # (forget_at, jti); entries whose time no longer matches _forget_at are stale.
-        self._heap: list[tuple[float, str]] = []
-
-    def revoke(self, jti: str, now: float, expires_at: float | None = None) -> None:
-        """Revoke `jti` until `expires_at` (normally the token's `exp`), or for default_keep
-        seconds from `now` when the expiry is unknown."""
-        if expires_at is not None and not math.isfinite(expires_at):
-            raise ValueError(f"expires_at must be a finite number, got {expires_at!r}")
-        forget_at = now + self.default_keep if expires_at is None else float(expires_at)
-        old = self._forget_at.get(jti)
-        if old is not None and old >= forget_at:
-            return
-        self._forget_at[jti] = forget_at
-        heapq.heappush(self._heap, (forget_at, jti))
-        while len(self._forget_at) > self.max_entries:
-            self._pop_soonest()
-        if len(self._heap) > 2 * len(self._forget_at) + 64:
-            self._heap = [(t, j) for j, t in self._forget_at.items()]
-            heapq.heapify(self._heap)
-
-    def is_revoked(self, jti: str, now: float) -> bool:
-        """Whether `jti` is revoked at time `now`."""
-        forget_at = self._forget_at.get(jti)
-        return forget_at is not None and now <= forget_at
-
-    def prune(self, now: float) -> int:
-        """Drop the entries whose forget time has passed; return how many were dropped."""
-        dropped = 0
-        while self._heap and self._heap[0][0] < now:
-            forget_at, jti = heapq.heappop(self._heap)
-            if self._forget_at.get(jti) == forget_at:
-                del self._forget_at[jti]
-                dropped += 1
-        return dropped
-
-    def __len__(self) -> int:
-        return len(self._forget_at)
-
-    def __contains__(self, jti: object) -> bool:
-        return jti in self._forget_at
-
-    def _pop_soonest(self) -> None:
-        while self._heap:
-            forget_at, jti = heapq.heappop(self._heap)
-            if self._forget_at.get(jti) == forget_at:
-                del self._forget_at[jti]
-                return
 
 
 # --- verification ------------------------------------------------------------------------
@@ -361,6 +228,33 @@ def _hmac_jwk(alg: str, secret: str) -> jwt.PyJWK:
     return jwk
 
 
+def _keys_by_algorithm(algorithms: Iterable[str], secret: str | None,
+                       public_key: _PublicKey | None, key_algorithms: frozenset[str]
+                       ) -> dict[str, jwt.PyJWK | _PublicKey]:
+    """alg -> the one key that alg may be checked with. HS* only ever get the secret and
+    asymmetric algorithms only the public key, which rules out algorithm confusion."""
+    keys: dict[str, jwt.PyJWK | _PublicKey] = {}
+    for alg in algorithms:
+        if alg in _HMAC_ALGORITHMS:
+            if secret is None:
+                raise SettingsError(f"jwt_algorithms: {alg} needs jwt_secret, which is not set")
+            keys[alg] = _hmac_jwk(alg, secret)
+        elif alg in _ASYMMETRIC_ALGORITHMS:
+            if public_key is None:
+                raise SettingsError(
+                    f"jwt_algorithms: {alg} needs jwt_public_key, which is not set"
+                )
+            if alg not in key_algorithms:
+                raise SettingsError(
+                    f"jwt_algorithms: {alg} cannot be verified with the key in "
+                    f"jwt_public_key (it suits {', '.join(sorted(key_algorithms))})"
+                )
+            keys[alg] = public_key
+        else:
+            raise SettingsError(f"jwt_algorithms: {alg!r} is not supported")
+    return keys
+
+
 class Authenticator:
     """Verifies client JWTs against the server's keys and settings (protocol §2)."""
 
@@ -389,28 +283,7 @@ class Authenticator:
         if key_path is not None:
             public_key, key_algorithms = _load_public_key(key_path)
 
-        # alg -> the one key that alg may be checked with. HS* only ever get the secret and
-        # asymmetric algorithms only the public key, which rules out algorithm confusion.
-        self._keys: dict[str, jwt.PyJWK | _PublicKey] = {}
-        for alg in settings.algorithms:
-            if alg in _HMAC_ALGORITHMS:
-                if secret is None:
-                    raise SettingsError(f"jwt_algorithms: {alg} needs jwt_secret, which is not set")
-                self._keys[alg] = _hmac_jwk(alg, secret)
-            elif alg in _ASYMMETRIC_ALGORITHMS:
-                if public_key is None:
-                    raise SettingsError(
-                        f"jwt_algorithms: {alg} needs jwt_public_key, which is not set"
-                    )
-                if alg not in key_algorithms:
-                    raise SettingsError(
-                        f"jwt_algorithms: {alg} cannot be verified with the key in "
-                        f"jwt_public_key (it suits {', '.join(sorted(key_algorithms))})"
-                    )
-                self._keys[alg] = public_key
-            else:
-                raise SettingsError(f"jwt_algorithms: {alg!r} is not supported")
-
+        self._keys = _keys_by_algorithm(settings.algorithms, secret, public_key, key_algorithms)
         self.algorithms: tuple[str, ...] = tuple(self._keys)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience

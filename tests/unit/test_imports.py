@@ -14,7 +14,8 @@ PACKAGE = SRC / "roomcast"
 # The pure floor: no trio, no sockets, no actor or edge module may be reached from it.
 PURE = ("roomcast.core", "roomcast.codes", "roomcast.errors", "roomcast.protocol",
         "roomcast.auth", "roomcast.limits", "roomcast.history", "roomcast.rooms",
-        "roomcast.streams", "roomcast.websocket", "roomcast.metrics", "roomcast.settings")
+        "roomcast.streams", "roomcast.websocket", "roomcast.metrics", "roomcast.settings",
+        "roomcast.permissions", "roomcast.revocations")
 ACTORS_AND_EDGE = ("roomcast.backplane", "roomcast.router", "roomcast.server",
                    "roomcast.frontdoor", "roomcast.connection", "roomcast.transport",
                    "roomcast.mailbox", "roomcast.http", "roomcast.client", "roomcast.cli",
