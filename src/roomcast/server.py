@@ -35,6 +35,7 @@ class Server:
         self.sockets = 0  # connections being served, closing handshakes included
         self._shutdown = trio.Event()
         self._drained = trio.Event()
+        self.gate = transport.HandshakeGate(router.settings.max_handshakes)
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown: stop accepting and close everyone with 1001."""
@@ -50,14 +51,24 @@ class Server:
         if not self.router.core.peers and not self.sockets:
             self._drained.set()
 
-    async def handle(self, stream: trio.abc.Stream, peer: tuple[str, int] | None = None) -> None:
+    async def _accepted(self, stream: trio.SocketStream, peer: tuple[str, int]) -> None:
+        """A connection from the accept loop, which counted it into the handshake gate."""
+        await self.handle(stream, peer, gated=True)
+
+    async def handle(self, stream: trio.abc.Stream, peer: tuple[str, int] | None = None,
+                     gated: bool = False) -> None:
         """One TCP connection, from its request head to its closing handshake (`peer`: its
         address, when the caller knows it); nothing raised here reaches the listener."""
         remote_ip, port = peer[:2] if peer is not None else _peer(stream)
         remote = f"{remote_ip}:{port}"
         self.sockets += 1
         try:
-            admitted = await front_door(self.router, stream, remote, remote_ip, self.draining)
+            try:
+                admitted = await front_door(self.router, stream, remote, remote_ip,
+                                            self.draining)
+            finally:
+                if gated:
+                    self.gate.leave()
             if admitted is not None:  # the handshake's state is gone; the session holds little
                 connection, reader, rest = admitted
                 await connection.run(self.router, reader, rest)
@@ -82,8 +93,8 @@ class Server:
                 with accepting:
                     async with trio.open_nursery() as loops:
                         for listener in listeners:
-                            loops.start_soon(transport.accept_loop, listener, self.handle,
-                                             handlers, router.metrics)
+                            loops.start_soon(transport.accept_loop, listener, self._accepted,
+                                             handlers, router.metrics, self.gate)
 
             handlers.start_soon(accept)
             if settings.http_port:

@@ -69,6 +69,7 @@ class Settings:
     max_binary_frames: int = 10
     log_level: str = "info"
     mailbox: str = "direct"
+    max_handshakes: int = 64
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -89,7 +90,7 @@ _POSITIVE = {
     "max_message_bytes", "rate_per_second", "rate_burst", "max_connections_per_user",
     "max_connections", "max_subscriptions", "max_pending", "heartbeat_interval",
     "heartbeat_timeout", "handshake_timeout", "write_timeout", "idempotency_window",
-    "idempotency_max_keys", "max_binary_frames",
+    "idempotency_max_keys", "max_binary_frames", "max_handshakes",
 }
 _NON_NEGATIVE = {
     "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
@@ -197,11 +198,14 @@ DOCS: dict[str, tuple[str, str]] = {
     "mailbox": ("`direct`", "how a connection's bounded outgoing queue reaches its socket: "
                 "`direct` writes at once when nothing waits, `channel` is a memory channel "
                 "with a writer task per connection (docs/architecture.md compares them)"),
+    "max_handshakes": ("`64`", "connections between accept and admission at once; more "
+                       "wait in the kernel's backlog, so a connect flood cannot crowd out "
+                       "established connections"),
 }
 #: Settings beyond the contract's table (protocol §10), marked so in the reference.
 BEYOND_CONTRACT = frozenset({"handshake_timeout", "write_timeout", "idempotency_window",
                              "idempotency_max_keys", "max_binary_frames", "log_level",
-                             "mailbox"})
+                             "mailbox", "max_handshakes"})
 
 
 def flag(name: str) -> str:
