@@ -30,6 +30,7 @@ from roomcast.client import (
     Message,
     Recovery,
     RequestTimeout,
+    Reset,
     State,
     SubscribeResult,
     connect,
@@ -201,12 +202,23 @@ async def run_line(client: Client, line: str) -> bool:
     return True
 
 
+def reset_note(reset: Reset) -> str:
+    """One line for a replaced stream (or a gap it cannot fill): what the tail lost, and
+    that whatever it feeds must reload the room from its own source."""
+    missed = f" (missed {reset.missed[0]}-{reset.missed[1]})" if reset.missed else ""
+    if reset.epoch_changed:
+        return f"reset {reset.room}: new stream {reset.epoch}; reload{missed}"
+    return f"reset {reset.room}: stream {reset.epoch} goes on after {reset.offset}; reload{missed}"
+
+
 async def print_events(client: Client, only_messages: bool = False) -> None:
     """Print what arrives until the client stops."""
     async for event in client.messages():
         if only_messages and not isinstance(event, Message):
             if isinstance(event, Recovery):
                 note(f"resumed: {json.dumps(event.frame())}")
+            elif isinstance(event, Reset):
+                note(reset_note(event))
             continue
         emit(event.frame())
 

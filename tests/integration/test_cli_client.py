@@ -8,15 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
-from tests.support import WAIT, make_token, running_server, ws_url
+from roomcast.cli_client import reset_note
+from roomcast.client import Position, Reset
+from tests.cluster.conftest import RedisServer, cluster, wait_until
+from tests.support import WAIT, free_port, make_token, running_server, ws_url
 
 START = 20.0  # a child Python starting on a busy machine
+BACK = 15.0  # seconds a node may take to notice Redis is back
 
 
 class Lines:
@@ -167,3 +172,47 @@ async def test_the_client_without_a_token_says_how_to_get_one() -> None:
     async with roomcast_client("ws://127.0.0.1:1/ws", "tail", "r1") as child:
         assert "--token" in await child.err.until("give a token")
         assert await child.exit_code(START) == 2
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port, killed (by PID) at the end."""
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_tail_says_when_a_rooms_stream_was_reset_and_prints_the_new_stream(
+    redis_server: RedisServer,
+) -> None:
+    redis = redis_server
+    async with cluster(redis, "n1") as (node,), roomcast_client(
+        ws_url(node), "--token", token(), "tail", "r1"
+    ) as child:
+        await child.err.until("tailing r1 from offset 0")
+        assert [await node.publish("r1", {"n": n}) for n in (1, 2, 3)] == [1, 2, 3]
+        assert [(await child.out.frame("message"))["offset"] for _ in range(3)] == [1, 2, 3]
+
+        await trio.to_thread.run_sync(redis.kill)
+        await wait_until(lambda: not node.ready)
+        await trio.to_thread.run_sync(redis.start)  # empty: the room's stream is gone
+        await wait_until(lambda: node.ready, BACK)
+        assert [await node.publish("r1", {"n": n}) for n in (4, 5, 6)] == [1, 2, 3]
+
+        line = await child.err.until("# reset r1")
+        assert line.startswith("# reset r1: new stream e-") and line.endswith("; reload"), line
+        frames = [await child.out.frame() for _ in range(3)]
+        assert [(f["type"], f["offset"], f["data"]) for f in frames] == [
+            ("message", offset, {"n": n}) for offset, n in [(1, 4), (2, 5), (3, 6)]]
+        child.process.send_signal(signal.SIGINT)
+        assert await child.exit_code() == 0
+
+
+def test_a_reset_note_names_the_new_stream_or_the_gap_and_the_missed_offsets() -> None:
+    replaced = Reset("r1", "e-new", 4, missed=(1, 4), previous=Position(9, "e-old"))
+    assert reset_note(replaced) == "reset r1: new stream e-new; reload (missed 1-4)"
+    gap = Reset("r1", "e-same", 6, missed=(4, 6), previous=Position(3, "e-same"))
+    assert reset_note(gap) == "reset r1: stream e-same goes on after 6; reload (missed 4-6)"
