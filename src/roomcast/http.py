@@ -1,377 +1,156 @@
-"""The HTTP side: health, readiness, metrics, the server API and the demo page (§8).
+"""The HTTP endpoint's front door (§8, §15): its own listener, keep-alive and pipelining.
 
-A Starlette app on hypercorn's trio worker, inside the server's own `trio.run`. Every
-`/api/` call goes through a Router method (never to the backplane or the routing core
-directly), so the HTTP and WebSocket sides can never disagree. Bad input always gets a
-4xx with a message saying how to fix it.
+Connections are accepted by the same loop as the WebSocket port's
+(`transport.accept_loop`), and request heads are read by the same parser
+(`roomcast.websocket.parse_request_head`, through `roomcast.httpwire`). Each connection
+is one task that reads, answers every whole request it has in order (pipelined answers
+go out in one write), and waits for more — all under time-outs: a head must arrive
+within `handshake_timeout`, a body within BODY_TIMEOUT, the next request within
+KEEP_ALIVE_TIMEOUT, and an answer must be taken within `write_timeout`. Nothing a client
+sends makes it hold more than one head (16 KiB), one body (`max_message_bytes`) and one
+read; the routes themselves are `roomcast.httpapi`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-import math
-import os
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from functools import partial
-from importlib import resources
-from typing import Annotated, Any, TypeVar
+from typing import Final
 
-import msgspec
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from roomcast import protocol as p
-from roomcast.backplane import BackplaneUnavailable
-from roomcast.codes import CloseCode, ErrorCode, application_close_code
-from roomcast.errors import RoomcastError
+from roomcast import transport
+from roomcast import websocket as ws
+from roomcast.httpapi import HttpApi, api_for
+from roomcast.httpwire import CONTINUE, HttpError, RequestParser
 from roomcast.log import event
-from roomcast.metrics_export import registry_for, render
 from roomcast.router import Router
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-MAX_BROADCAST_ROOMS = 1000
-_STATIC = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/roomcast.js": ("roomcast.js", "text/javascript; charset=utf-8"),
-}
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------- request bodies
-class PublishBody(msgspec.Struct):
-    """POST /api/publish"""
-
-    room: str
-    data: Any
-    event: str | None = None
-    idempotency_key: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+# Candidates for settings (see docs/http.md); module constants so tests can shorten them.
+KEEP_ALIVE_TIMEOUT: float = 30.0  # seconds an idle keep-alive connection is kept open
+BODY_TIMEOUT: float = 30.0  # seconds for a whole body, once its head has arrived
+FLUSH_BYTES: Final = 64 * 1024  # pipelined answers are written once they reach this much
+_FRESH_READS: Final = 16  # reads without waiting before letting other tasks run
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is: between requests, in a head, a body
+_TIMED_OUT: Final = HttpError(408, "timeout", "the request did not arrive in time; send the "
+                              "whole request at once", close=True)
 
 
-class BroadcastBody(msgspec.Struct):
-    """POST /api/broadcast"""
-
-    rooms: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_BROADCAST_ROOMS)]
-    data: Any
-    event: str | None = None
-
-
-class DisconnectBody(msgspec.Struct):
-    """POST /api/disconnect"""
-
-    user_id: Annotated[str, msgspec.Meta(min_length=1)]
-    code: int = CloseCode.NORMAL
-    reason: str | None = None
-
-
-class RevokeBody(msgspec.Struct):
-    """POST /api/revoke; `expires_at` is unix seconds or an ISO 8601 time."""
-
-    jti: Annotated[str, msgspec.Meta(min_length=1)]
-    expires_at: float | str | None = None
-
-
-_EXAMPLES: dict[type[Any], str] = {
-    PublishBody: '{"room": "project:12", "event": "task.created", "data": {"task_id": 7}}',
-    BroadcastBody: '{"rooms": ["project:12", "project:13"], "data": {"text": "hi"}}',
-    DisconnectBody: '{"user_id": "alice", "code": 4403, "reason": "account disabled"}',
-    RevokeBody: '{"jti": "token-id", "expires_at": 1767225600}',
-}
-
-
-class ApiError(RoomcastError):
-    """An answer other than success: HTTP status, error code and a helpful message."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-    def response(self) -> Response:
-        return json_response({"error": self.code, "message": self.message}, self.status,
-                             self.headers)
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, ErrorCode.BAD_REQUEST, message)
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
-    return Response(p.encode(body), status, headers, media_type="application/json")
-
-
-def _check_room(room: str, field: str = "room") -> None:
-    if not p.valid_room(room):
-        raise bad_request(f"{field}: {p.bad_room_message(room)}")
-
-
-def _unix_time(value: float | str) -> float:
-    """Seconds since the epoch from a number or an ISO 8601 text (no zone means UTC)."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise bad_request(f"expires_at: {value[:64]!r} is neither unix seconds nor an ISO "
-                              "8601 time; send e.g. 1767225600 or \"2026-01-01T00:00:00Z\""
-                              ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    if not math.isfinite(value):
-        raise bad_request("expires_at must be a finite number of unix seconds")
-    return float(value)
-
-
-class HttpApi:
-    """The routes of one Router's HTTP listener; `app` is the ASGI application."""
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.registry = registry_for(router, self.requests)
-        api = self._api
-        routes = [
-            Route("/healthz", self._counted("/healthz", self.healthz), methods=["GET"]),
-            Route("/readyz", self._counted("/readyz", self.readyz), methods=["GET"]),
-            Route("/metrics", self._counted("/metrics", self.metrics), methods=["GET"]),
-            Route("/api/publish", api("/api/publish", self.publish), methods=["POST"]),
-            Route("/api/broadcast", api("/api/broadcast", self.broadcast), methods=["POST"]),
-            Route("/api/disconnect", api("/api/disconnect", self.disconnect), methods=["POST"]),
-            Route("/api/revoke", api("/api/revoke", self.revoke), methods=["POST"]),
-            Route("/api/presence", api("/api/presence", self.presence), methods=["GET"]),
-            Route("/api/history", api("/api/history", self.history), methods=["GET"]),
-            Route("/api/stats", api("/api/stats", self.stats), methods=["GET"]),
-            Route("/", self._counted("/", self.static), methods=["GET"]),
-            Route("/roomcast.js", self._counted("/roomcast.js", self.static), methods=["GET"]),
-            Route("/roomcast.json", self._counted("/roomcast.json", self.where),
-                  methods=["GET"]),
-        ]
-        self.app = Starlette(routes=routes,
-                             exception_handlers={HTTPException: self._http_exception})
-
-    # ------------------------------------------------------------ plumbing
-    def _counted(self, path: str, handler: Endpoint) -> Endpoint:
-        """Count the answer, and turn ApiError and any unexpected failure into JSON."""
-
-        async def endpoint(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except ApiError as exc:
-                response = exc.response()
-            except ClientDisconnect:
-                response = json_response({"error": "client_disconnected", "message": (
-                    "the client went away before sending the whole body")}, 400)
-            except BackplaneUnavailable as exc:
-                response = json_response({"error": ErrorCode.UNAVAILABLE, "message": (
-                    f"the cluster backplane is unreachable ({exc}); retry with backoff")}, 503)
-            except Exception:
-                self.router.metrics.handler_errors += 1
-                event("http handler failed", logging.ERROR, exc_info=True,
-                      method=request.method, path=path)
-                response = json_response({"error": ErrorCode.INTERNAL, "message": (
-                    "the server failed to answer this request; it is logged, retry later")}, 500)
-            self.requests[(path, response.status_code)] += 1
-            return response
-
-        return endpoint
-
-    def _api(self, path: str, handler: Endpoint) -> Endpoint:
-        """An /api/ route: needs `Authorization: Bearer <api_key>` first."""
-
-        async def guarded(request: Request) -> Response:
-            self._authorize(request)
-            return await handler(request)
-
-        return self._counted(path, guarded)
-
-    def _authorize(self, request: Request) -> None:
-        key = self.router.settings.api_key
-        challenge = {"WWW-Authenticate": 'Bearer realm="roomcast"'}
-        if not key:
-            raise ApiError(401, "unauthorized", "this server has no api_key configured, so "
-                           "/api/ is closed; set api_key (ROOMCAST_API_KEY) to use it",
-                           challenge)
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise ApiError(401, "unauthorized", "send the API key as "
-                           "'Authorization: Bearer <api_key>'", challenge)
-        if not hmac.compare_digest(given.strip().encode(), key.encode()):
-            raise ApiError(401, "unauthorized", "the API key is wrong", challenge)
-
-    async def _http_exception(self, request: Request, exc: Exception) -> Response:
-        """Starlette's own 404/405 answers, in the same JSON shape as ours."""
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 404:
-            body = {"error": "not_found", "message": f"no such endpoint: {request.url.path}; "
-                    "see docs/http.md"}
-        elif exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
-            body = {"error": "method_not_allowed",
-                    "message": f"{request.method} is not allowed here; use {allowed}"}
+async def serve_connection(api: HttpApi, stream: trio.abc.Stream,
+                           parser: RequestParser | None = None) -> None:
+    """Answer one connection's requests until it closes, breaks a rule or times out
+    (`parser`: one that already holds the start of the connection, for one-port use)."""
+    settings = api.router.settings
+    fd = transport.socket_fd(stream)
+    if parser is None:
+        parser = RequestParser(settings.max_message_bytes)
+    timeouts = {_IDLE: KEEP_ALIVE_TIMEOUT, _HEAD: settings.handshake_timeout,
+                _BODY: BODY_TIMEOUT}
+    phase, deadline = _IDLE, trio.current_time() + settings.handshake_timeout  # the first
+    fresh = 0  # reads in a row that found bytes without waiting
+    while True:
+        keep_alive, answered = await _answer_all(api, stream, fd, parser)
+        if not keep_alive:
+            return
+        now = trio.current_time()
+        if (current := _phase(parser)) != phase or answered:
+            phase, deadline = current, now + timeouts[current]
+        data = transport.read_now(fd) if fd >= 0 else None
+        if data is not None and fresh < _FRESH_READS:
+            fresh += 1
         else:
-            body = {"error": "http_error", "message": str(exc.detail)}
-        self.requests[("other", exc.status_code)] += 1
-        return json_response(body, exc.status_code, dict(exc.headers or {}))
+            fresh = 0
+            if data is None:
+                with trio.move_on_at(deadline):
+                    data = await transport.receive_some(stream, fd)
+                if data is None:  # timed out
+                    if phase != _IDLE:
+                        await _write(stream, fd, api.refused(_TIMED_OUT, parser.pending_path),
+                                     settings.write_timeout)
+                    return
+            else:
+                await trio.lowlevel.checkpoint()  # a client that never stops sending
+        if not data:
+            if phase == _BODY:  # the client left mid-body: tallied as a 400 of its route
+                api.count(parser.pending_path, 400)
+            return
+        parser.feed(data)
 
-    async def _body(self, request: Request, kind: type[T]) -> T:
-        """The request body decoded into `kind`, or a 4xx saying what is wrong."""
-        limit = self.router.settings.max_message_bytes
-        length = request.headers.get("content-length", "")
-        too_large = ApiError(413, "too_large", f"the body is larger than {limit} bytes "
-                             "(max_message_bytes); send less data")
-        if length.isdigit() and int(length) > limit:
-            raise too_large
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise too_large
-        example = _EXAMPLES.get(kind, "{}")
-        if not raw.strip():
-            raise bad_request(f"the body is empty; send a JSON object like {example}")
+
+async def _answer_all(api: HttpApi, stream: trio.abc.Stream, fd: int, parser: RequestParser
+                      ) -> tuple[bool, bool]:
+    """Answer every whole request the parser holds, in order, in as few writes as the
+    answers' size allows; whether the connection stays open, and whether any request was
+    answered."""
+    out: list[bytes] = []
+    pending = 0
+    keep_alive, answered = True, False
+    write_timeout = api.router.settings.write_timeout
+    try:
+        while keep_alive and (request := parser.next_request()) is not None:
+            answer, keep_alive = await api.answer(request)
+            answered = True
+            out.append(answer)
+            pending += len(answer)
+            if pending >= FLUSH_BYTES:
+                await _write(stream, fd, b"".join(out), write_timeout)
+                out, pending = [], 0
+    except HttpError as exc:
+        out.append(api.refused(exc, parser.pending_path))
+        keep_alive = False
+    if parser.continue_due and keep_alive:
+        parser.continue_due = False
+        out.append(CONTINUE)
+    if out:
+        await _write(stream, fd, out[0] if len(out) == 1 else b"".join(out), write_timeout)
+    return keep_alive, answered
+
+
+def _phase(parser: RequestParser) -> int:
+    return _BODY if parser.in_body else _IDLE if parser.idle else _HEAD
+
+
+async def _write(stream: trio.abc.Stream, fd: int, data: bytes, timeout: float) -> None:
+    """Write every byte within `timeout`; BrokenResourceError when the peer has gone or
+    does not read."""
+    if fd >= 0:
         try:
-            return msgspec.json.decode(bytes(raw), type=kind)
-        except msgspec.ValidationError as exc:
-            raise bad_request(f"{exc}; send a JSON object like {example}") from None
-        except msgspec.DecodeError as exc:
-            raise bad_request(f"the body is not valid JSON ({exc}); send a JSON object like "
-                              f"{example}") from None
-
-    @staticmethod
-    def _query_int(request: Request, name: str, low: int, high: int | None) -> int | None:
-        raw = request.query_params.get(name, "").strip()
-        if not raw:
-            return None
-        span = f"{low}..{high}" if high is not None else f"{low} or more"
-        try:
-            value = int(raw)
-        except ValueError:
-            raise bad_request(f"{name} must be a whole number ({span}), got {raw[:32]!r}"
-                              ) from None
-        if value < low or (high is not None and value > high):
-            raise bad_request(f"{name} must be {span}, got {value}")
-        return value
-
-    @staticmethod
-    def _query_room(request: Request) -> str:
-        room = request.query_params.get("room")
-        if room is None:
-            raise bad_request("the query parameter room is missing; add ?room=<room name>")
-        _check_room(room)
-        return room
-
-    # ------------------------------------------------------------ health and metrics
-    async def healthz(self, request: Request) -> Response:
-        return json_response({"status": "ok"})
-
-    async def readyz(self, request: Request) -> Response:
-        router = self.router
-        if router.draining:
-            return json_response({"status": "draining"}, 503)
-        if not router.ready:
-            return json_response({"status": "backplane_unavailable"}, 503)
-        return json_response({"status": "ready"})
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(render(self.registry), media_type=METRICS_CONTENT_TYPE)
-
-    async def where(self, request: Request) -> Response:
-        """Where the WebSocket listener is, so the demo page needs no guessing."""
-        return json_response({"ws_port": self.router.ws_port, "ws_path": self.router.settings.path})
-
-    async def static(self, request: Request) -> Response:
-        name, content_type = _STATIC[request.url.path]
-        resource = resources.files("roomcast") / "static" / name
-        try:
-            body = await trio.to_thread.run_sync(resource.read_bytes)
-        except OSError:
-            raise ApiError(404, "not_found", f"{name} is not installed with this roomcast "
-                           "package; reinstall it (pip install roomcast)") from None
-        return Response(body, media_type=content_type, headers={"Cache-Control": "no-cache"})
-
-    # ------------------------------------------------------------ the server API
-    async def publish(self, request: Request) -> Response:
-        body = await self._body(request, PublishBody)
-        _check_room(body.room)
-        offset, duplicate = await self.router.publish_result(
-            body.room, body.data, body.event, body.idempotency_key
-        )
-        return json_response({"offset": offset, "duplicate": duplicate})
-
-    async def broadcast(self, request: Request) -> Response:
-        body = await self._body(request, BroadcastBody)
-        for i, room in enumerate(body.rooms):
-            _check_room(room, f"rooms[{i}]")
-        offsets = await self.router.broadcast(body.rooms, body.data, body.event)
-        return json_response({"offsets": offsets})
-
-    async def disconnect(self, request: Request) -> Response:
-        body = await self._body(request, DisconnectBody)
-        if not application_close_code(body.code):
-            raise bad_request(f"code must be 1000 or 4000..4999 (see the close codes in "
-                              f"docs/protocol.md), got {body.code}")
-        reason = body.reason if body.reason is not None else "disconnected by the server"
-        if len(reason.encode()) > 120:
-            raise bad_request("reason must be at most 120 bytes of UTF-8; shorten it")
-        closed = await self.router.disconnect_user(body.user_id, body.code, reason)
-        return json_response({"closed": closed})
-
-    async def revoke(self, request: Request) -> Response:
-        body = await self._body(request, RevokeBody)
-        expires_at = _unix_time(body.expires_at) if body.expires_at is not None else None
-        await self.router.revoke(body.jti, expires_at)
-        return json_response({"revoked": body.jti})
-
-    async def presence(self, request: Request) -> Response:
-        room = self._query_room(request)
-        users = await self.router.presence(room)
-        return json_response({"room": room, "users": users})
-
-    async def history(self, request: Request) -> Response:
-        room = self._query_room(request)
-        since = self._query_int(request, "since", 0, None)
-        limit = self._query_int(request, "limit", 1, 1000)
-        page = await self.router.history(room, since, 100 if limit is None else limit)
-        return Response(p.history_body(room, page), media_type="application/json")
-
-    async def stats(self, request: Request) -> Response:
-        router = self.router
-        m = router.metrics
-        out = router.stats()
-        out.update(draining=router.draining, ws_port=router.ws_port,
-                   http_port=router.http_port, publishes=m.publishes,
-                   deliveries=m.deliveries, connections_opened=m.connections_opened)
-        out["cluster"] = await router.cluster_stats()
-        return json_response(out)
+            sent = transport.write_now(fd, data)
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+        if sent == len(data):
+            return
+        data = data[sent:]
+    with trio.move_on_after(timeout):
+        await transport.write_all(stream, fd, data)
+        return
+    raise trio.BrokenResourceError(f"the client took no answer within {timeout:g} s")
 
 
-def create_app(router: Router) -> Starlette:
-    """The ASGI application for one Router (also usable under another ASGI server)."""
-    return HttpApi(router).app
+async def handle_connection(api: HttpApi, stream: trio.abc.Stream,
+                            parser: RequestParser | None = None) -> None:
+    """One HTTP connection from first byte to close; nothing raised here escapes."""
+    try:
+        await serve_connection(api, stream, parser)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        api.router.metrics.handler_errors += 1
+        event("http connection failed", logging.ERROR, exc_info=True)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
-def _hypercorn_config() -> Config:
-    config = Config()
-    config.accesslog = None
-    server_log = logging.getLogger("roomcast.http.server")
-    server_log.setLevel(logging.WARNING)  # not hypercorn's "Running on ..." banner
-    config.errorlog = server_log
-    config.include_server_header = False
-    return config
+async def serve_request(router: Router, stream: trio.abc.Stream, head: ws.RequestHead) -> None:
+    """Serve a plain HTTP request that arrived on another port's front door (its head
+    already read), and the keep-alive requests after it, as the HTTP port would."""
+    api = api_for(router)
+    parser = RequestParser(router.settings.max_message_bytes)
+    try:
+        parser.start_with(head)
+    except HttpError as exc:
+        await transport.send_and_close(stream, api.refused(exc))
+        return
+    await handle_connection(api, stream, parser)
 
 
 async def serve_http(
@@ -386,17 +165,17 @@ async def serve_http(
         raise OSError(exc.errno, f"cannot listen for HTTP on {settings.host}:"
                       f"{settings.http_port} ({exc.strerror}); choose another --http-port, "
                       "or 0 to turn HTTP off") from exc
+    api = api_for(router)
+
+    async def handler(stream: trio.SocketStream, peer: tuple[str, int]) -> None:
+        await handle_connection(api, stream)
+
     try:
-        config = _hypercorn_config()
-        # hypercorn takes listening sockets as fd://N; it gets its own duplicate of each.
-        config.bind = [f"fd://{os.dup(listener.socket.fileno())}" for listener in listeners]
-        port = listeners[0].socket.getsockname()[1]
-        app = create_app(router)
         async with trio.open_nursery() as nursery:
-            # Starlette's ASGI signature is looser than hypercorn's precise scope types.
-            serve = partial(hypercorn_serve, app, config, mode="asgi")  # type: ignore[arg-type]
-            await nursery.start(serve)
-            task_status.started(port)
+            for listener in listeners:
+                nursery.start_soon(transport.accept_loop, listener, handler, nursery,
+                                   router.metrics)
+            task_status.started(listeners[0].socket.getsockname()[1])
     finally:
         for listener in listeners:
             listener.socket.close()

@@ -23,7 +23,9 @@ async def test_a_published_message_reaches_subscribers_with_sender_null() -> Non
         response = await http_request(router, "POST", "/api/publish", api_key=KEY, body={
             "room": "project:12", "event": "task.created", "data": {"task_id": 7}})
         assert response.status == 200
-        assert response.json() == {"offset": 1, "duplicate": False}
+        answer = response.json()  # the epoch names the room's stream (contract §17)
+        assert answer == {"offset": 1, "epoch": answer["epoch"], "duplicate": False}
+        assert isinstance(answer["epoch"], str) and answer["epoch"]
         message = await alice.recv_type("message")
         assert message["room"] == "project:12"
         assert message["offset"] == 1
@@ -57,8 +59,9 @@ async def test_a_repeated_idempotency_key_is_not_delivered_again() -> None:
         body = {"room": "project:12", "data": "once", "idempotency_key": "retry-1"}
         first = await http_request(router, "POST", "/api/publish", api_key=KEY, body=body)
         again = await http_request(router, "POST", "/api/publish", api_key=KEY, body=body)
-        assert first.json() == {"offset": 1, "duplicate": False}
-        assert again.json() == {"offset": 1, "duplicate": True}
+        epoch = first.json()["epoch"]
+        assert first.json() == {"offset": 1, "epoch": epoch, "duplicate": False}
+        assert again.json() == {"offset": 1, "epoch": epoch, "duplicate": True}
         await http_request(router, "POST", "/api/publish", api_key=KEY,
                            body={"room": "project:12", "data": "next"})
         assert (await alice.recv_type("message"))["data"] == "once"
@@ -117,7 +120,10 @@ async def test_a_broadcast_reaches_every_room_and_reports_each_offset() -> None:
         response = await http_request(router, "POST", "/api/broadcast", api_key=KEY, body={
             "rooms": ["project:1", "project:2"], "event": "notice", "data": {"text": "hi"}})
         assert response.status == 200
-        assert response.json() == {"offsets": {"project:1": 1, "project:2": 2}}
+        answer = response.json()
+        assert answer["offsets"] == {"project:1": 1, "project:2": 2}
+        assert set(answer["epochs"]) == {"project:1", "project:2"}  # contract §17
+        assert all(isinstance(epoch, str) and epoch for epoch in answer["epochs"].values())
         for client, room, offset in ((alice, "project:1", 1), (bob, "project:2", 2)):
             message = await client.recv_type("message")
             assert (message["room"], message["offset"]) == (room, offset)

@@ -1,0 +1,222 @@
+"""HTTP/1.1 requests and responses as pure functions and an incremental parser: no IO.
+
+The HTTP listener feeds a connection's bytes to a `RequestParser` and gets whole requests
+back (head and body, keep-alive and pipelining included), or an `HttpError` that already
+knows the answer to send. Request heads are read by the same parser as the WebSocket
+port's (`roomcast.websocket.parse_request_head`); bodies need `Content-Length` and are
+bounded before a byte of them is buffered.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from roomcast import websocket as ws
+from roomcast.codes import ErrorCode
+from roomcast.errors import RoomcastError
+
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "REASONS",
+    "HttpError",
+    "Request",
+    "RequestParser",
+    "error_body",
+    "response",
+]
+
+MAX_HEAD_BYTES: Final = ws.MAX_HEAD_BYTES
+REASONS: Final = {
+    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    411: "Length Required", 413: "Content Too Large", 426: "Upgrade Required",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable",
+}
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+JSON: Final = "application/json"
+_encode: Final = msgspec.json.Encoder().encode
+
+
+class HttpError(RoomcastError):
+    """A request that gets an error answer: status, error code, a message saying what to
+    do, extra headers; `close` when the connection cannot go on after it (its framing is
+    lost, or a limit was passed)."""
+
+    def __init__(self, status: int, code: str, message: str, *, close: bool = False,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.close = close
+        self.headers = headers
+
+    def body(self) -> bytes:
+        return error_body(self.code, self.message)
+
+
+def error_body(code: str, message: str) -> bytes:
+    """`{"error": code, "message": message}` as JSON bytes."""
+    return _encode({"error": code, "message": message})
+
+
+class Request:
+    """One whole request: method, target (path and query), headers with lower-cased names,
+    the body, and whether the connection stays open after the answer."""
+
+    __slots__ = ("body", "expects_continue", "headers", "http_version", "keep_alive",
+                 "method", "path", "query_string", "target")
+
+    def __init__(self, head: ws.RequestHead, body: bytes) -> None:
+        self.method = head.method
+        self.target = head.target
+        self.http_version = head.http_version
+        self.headers = head.headers
+        self.body = body
+        path, _, self.query_string = head.target.partition("?")
+        self.path = path
+        connection = head.headers.get("connection", "").lower()
+        if head.http_version == "1.1":
+            self.keep_alive = "close" not in connection
+        else:
+            self.keep_alive = "keep-alive" in connection
+        self.expects_continue = head.headers.get("expect", "").lower() == "100-continue"
+
+    def query(self) -> dict[str, str]:
+        """The query parameters (the first of repeated names)."""
+        out: dict[str, str] = {}
+        for name, value in parse_qsl(self.query_string, keep_blank_values=True):
+            out.setdefault(name, value)
+        return out
+
+
+def response(status: int, body: bytes, content_type: str = JSON, *,
+             keep_alive: bool = True, headers: tuple[tuple[str, str], ...] = (),
+             head_only: bool = False) -> bytes:
+    """A whole HTTP/1.1 response; `head_only` for a HEAD request (no body, same length)."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    return head if head_only else head + body
+
+
+def _content_length(head: ws.RequestHead, max_body: int) -> int:
+    """How many body bytes follow the head; HttpError for what cannot be framed or is over
+    `max_body` (both close the connection: the bytes that follow cannot be trusted)."""
+    if "transfer-encoding" in head.headers:
+        raise HttpError(411, "length_required", "send the body with a Content-Length "
+                        "header; Transfer-Encoding is not accepted here", close=True)
+    raw = head.headers.get("content-length")
+    if raw is None:
+        return 0
+    raw = raw.strip()
+    if not raw.isdigit() or not raw.isascii():
+        raise HttpError(400, ErrorCode.BAD_REQUEST, f"Content-Length must be one whole "
+                        f"number of bytes, got {raw[:32]!r}", close=True)
+    length = int(raw)
+    if length > max_body:
+        raise HttpError(413, "too_large", f"the body is larger than {max_body} bytes "
+                        "(max_message_bytes); send less data", close=True)
+    return length
+
+
+class RequestParser:
+    """A connection's bytes in, whole requests out, in order (pipelining is just bytes that
+    are already here). Holds at most one head (MAX_HEAD_BYTES) and one body (`max_body`)
+    plus what a single read brought: nothing a client sends makes it hold more."""
+
+    __slots__ = ("_buffer", "_head", "_length", "_searched", "continue_due", "max_body")
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self._buffer = b""
+        self._searched = 0  # bytes of _buffer already searched for the end of a head
+        self._head: ws.RequestHead | None = None  # a head whose body is still arriving
+        self._length = 0
+        self.continue_due = False  # the client waits for `100 Continue` before its body
+
+    @property
+    def idle(self) -> bool:
+        """No part of a request is here: between requests (or before the first)."""
+        return self._head is None and not self._buffer
+
+    @property
+    def in_body(self) -> bool:
+        return self._head is not None
+
+    @property
+    def pending_path(self) -> str | None:
+        """The path of the request whose body is arriving, if any."""
+        return self._head.target.partition("?")[0] if self._head is not None else None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer = self._buffer + data if self._buffer else data
+
+    def start_with(self, head: ws.RequestHead) -> None:
+        """Begin with a head read elsewhere (another port's front door); HttpError as for
+        next_request when its body cannot be framed or is too long."""
+        self._accept_head(head)
+
+    def _accept_head(self, head: ws.RequestHead) -> None:
+        self._buffer = head.rest
+        self._length = _content_length(head, self.max_body)
+        self._head = head
+        self.continue_due = (self._length > len(head.rest)
+                             and head.headers.get("expect", "").lower() == "100-continue")
+
+    def next_request(self) -> Request | None:
+        """The next whole request, or None until more bytes arrive; HttpError for a head
+        that is malformed (400) or too long (431), a body that is too long (413) or
+        cannot be framed (411, 400) — all of which end the connection."""
+        head = self._head
+        if head is None:
+            head = self._parse_head()
+            if head is None:
+                return None
+            self._accept_head(head)
+        if len(self._buffer) < self._length:
+            return None
+        if self._length:
+            body = self._buffer[:self._length]
+            self._buffer = self._buffer[self._length:]
+        else:
+            body = b""
+        request = Request(head, body)
+        self._head = None
+        self.continue_due = False
+        return request
+
+    def _parse_head(self) -> ws.RequestHead | None:
+        data = self._buffer
+        if data[:1] in (b"\r", b"\n"):  # blank lines before a request are ignored (RFC 9112)
+            data = self._buffer = data.lstrip(b"\r\n")
+            self._searched = 0
+        if not data:
+            return None
+        try:
+            head = ws.parse_request_head(data, self._searched)
+        except ws.HandshakeError as exc:
+            if len(data) > MAX_HEAD_BYTES and not _has_end(data[:MAX_HEAD_BYTES]):
+                raise HttpError(431, "too_large", f"the request head is longer than "
+                                f"{MAX_HEAD_BYTES} bytes; send fewer or shorter headers",
+                                close=True) from None
+            raise HttpError(400, ErrorCode.BAD_REQUEST, f"{exc.message} (the request head "
+                            "must follow RFC 9112)", close=True) from None
+        if head is None:
+            self._searched = len(data)
+            return None
+        self._searched = 0
+        return head
+
+
+def _has_end(data: bytes) -> bool:
+    return b"\n\r\n" in data or b"\n\n" in data
