@@ -1,0 +1,132 @@
+"""POST /api/batch (contract §15): commands run in order, one reply each, a bad command
+answered on its own, seen by real WebSocket subscribers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support import connect, free_port, http_request, running_server
+
+KEY = "test-api-key-0123456789"
+
+
+def api_server(**overrides: Any) -> Any:
+    return running_server(http_port=free_port(), api_key=KEY, **overrides)
+
+
+def publish(room: str, data: Any, **extra: Any) -> dict[str, Any]:
+    return {"method": "publish", "params": {"room": room, "data": data, **extra}}
+
+
+async def batch(router: Any, commands: Any) -> Any:
+    response = await http_request(router, "POST", "/api/batch", api_key=KEY,
+                                  body={"commands": commands})
+    assert response.status == 200, response
+    return response.json()["replies"]
+
+
+async def test_publishes_of_one_batch_take_consecutive_offsets_in_order() -> None:
+    async with api_server() as router, connect(router) as alice:
+        await alice.subscribe("project:1")
+        await alice.publish("project:1", "before")
+        replies = await batch(router, [publish("project:1", n) for n in range(100)])
+        assert [r["result"]["offset"] for r in replies] == list(range(2, 102))
+        assert len({r["result"]["epoch"] for r in replies}) == 1
+        assert not any(r["result"]["duplicate"] for r in replies)
+        got = [(await alice.recv_type("message"))["offset"] for _ in range(100)]
+        assert got == list(range(2, 102))
+
+
+async def test_every_method_answers_as_its_single_endpoint() -> None:
+    async with api_server(node="n-1") as router, connect(router, sub="alice") as alice:
+        await alice.subscribe("project:1")
+        replies = await batch(router, [
+            publish("project:1", {"n": 1}, event="e"),
+            {"method": "broadcast", "params": {"rooms": ["project:1", "project:2"], "data": 2}},
+            {"method": "history", "params": {"room": "project:1", "since": 0}},
+            {"method": "presence", "params": {"room": "project:1"}},
+            {"method": "stats"},
+            {"method": "revoke", "params": {"jti": "t-1", "expires_at": 1767225600}},
+            {"method": "disconnect", "params": {"user_id": "bob"}},
+        ])
+        results = [reply["result"] for reply in replies]
+        assert results[0]["offset"] == 1
+        assert results[1]["offsets"] == {"project:1": 2, "project:2": 1}
+        assert set(results[1]["epochs"]) == {"project:1", "project:2"}
+        single = await http_request(router, "GET", "/api/history?room=project:1&since=0",
+                                    api_key=KEY)
+        assert results[2] == single.json()
+        assert [m["data"] for m in results[2]["messages"]] == [{"n": 1}, 2]
+        assert [u["user_id"] for u in results[3]["users"]] == ["alice"]
+        assert results[4]["node"] == "n-1"
+        assert results[4]["connections"] == 1
+        assert results[5] == {"revoked": "t-1"}
+        assert results[6] == {"closed": 0}
+
+
+async def test_a_bad_command_gets_its_error_and_the_others_are_done() -> None:
+    async with api_server() as router, connect(router) as alice:
+        await alice.subscribe("project:1")
+        replies = await batch(router, [
+            publish("project:1", "first"),
+            publish("bad room", "never"),
+            {"method": "publish", "params": {"room": "project:1"}},
+            {"method": "no_such_method", "params": {}},
+            {"method": "publish", "params": [1, 2]},
+            {"method": "disconnect", "params": {"user_id": "bob", "code": 1006}},
+            publish("project:1", "second"),
+        ])
+        assert replies[0]["result"]["offset"] == 1
+        for reply in replies[1:6]:
+            assert set(reply) == {"error"}
+            assert reply["error"]["error"] == "bad_request"
+            assert len(reply["error"]["message"]) > 20
+        assert "room" in replies[1]["error"]["message"]
+        assert "data" in replies[2]["error"]["message"]
+        assert "publish" in replies[3]["error"]["message"]  # names the methods there are
+        assert replies[6]["result"]["offset"] == 2
+        assert (await alice.recv_type("message"))["data"] == "first"
+        assert (await alice.recv_type("message"))["data"] == "second"
+
+
+async def test_idempotency_keys_hold_inside_a_batch() -> None:
+    async with api_server() as router:
+        replies = await batch(router, [publish("project:1", n, idempotency_key="k")
+                                       for n in range(3)])
+        assert [(r["result"]["offset"], r["result"]["duplicate"]) for r in replies] == [
+            (1, False), (1, True), (1, True)]
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"[]", id="not-an-object"),
+    pytest.param(b"{", id="bad-json"),
+    pytest.param(b"", id="empty"),
+    pytest.param({"commands": []}, id="no-commands"),
+    pytest.param({"commands": [publish("project:1", 1)] * 1001}, id="too-many"),
+    pytest.param({"commands": [{"params": {}}]}, id="command-without-method"),
+    pytest.param({"commands": "publish"}, id="commands-not-a-list"),
+])
+async def test_a_body_that_is_not_a_batch_gets_400_as_a_whole(body: Any) -> None:
+    async with api_server() as router:
+        response = await http_request(router, "POST", "/api/batch", api_key=KEY, body=body)
+        assert response.status == 400, response
+        assert response.json()["error"] == "bad_request"
+        assert "commands" in response.json()["message"]
+        assert router.metrics.publishes == 0
+
+
+async def test_a_batch_needs_the_api_key() -> None:
+    async with api_server() as router:
+        response = await http_request(router, "POST", "/api/batch", api_key="wrong",
+                                      body={"commands": [publish("project:1", 1)]})
+        assert response.status == 401
+        assert router.metrics.publishes == 0
+
+
+async def test_a_thousand_commands_fit_in_one_batch() -> None:
+    async with api_server() as router:
+        replies = await batch(router, [publish(f"project:{n % 10}", n) for n in range(1000)])
+        assert len(replies) == 1000
+        assert router.metrics.publishes == 1000
