@@ -154,9 +154,14 @@ async def test_new_connections_are_refused_while_draining() -> None:
                 while not closes:  # noqa: ASYNC110 (a close seen by another task)
                     await trio.sleep(0.01)
             refused = not await can_connect(server.url(make_token("late")))
+            try:  # the listener is closed: refused by the TCP stack, as docs/deployment.md says
+                await (await trio.open_tcp_stream("127.0.0.1", server.port)).aclose()
+                tcp_refused = False
+            except OSError:
+                tcp_refused = True
             still_draining = len(closes) < 3
         assert await server.wait_exit(grace + WAIT) == 0
-    assert refused
+    assert refused and tcp_refused
     assert still_draining
 
 
