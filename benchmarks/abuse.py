@@ -15,7 +15,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.servers import REPO, Server, cores, free_port, pin, raise_nofile, rss_bytes
+from benchmarks.servers import REPO, Server, cores, free_port, pin, raise_nofile
 from benchmarks.workers import make_token, subscribe_command
 from benchmarks.wsclient import CONNECTED, OPEN, Conn, Loop, client_frame, stamp_payload
 
@@ -168,10 +167,11 @@ def ping_flood(args: argparse.Namespace) -> dict[str, Any]:
 # --- (c) connect flood and a bystander --------------------------------------------------
 
 
-def _flood(port: int, total: int, in_flight: int, seconds: float, core: int | None,
-           out: Any) -> None:
+def _flood(port: int, total: int, rate: float, in_flight: int, seconds: float,
+           core: int | None, out: Any) -> None:
     """In a child process: `total` connections with a valid token, each dropped (reset) as
-    soon as it is `connected`, at most `in_flight` at a time."""
+    soon as it is `connected`; at most `in_flight` at a time, and at most `rate` a second
+    (0: as fast as they go)."""
     pin(os.getpid(), core)
     loop = Clients(port)
     token = make_token("flooder")
@@ -179,7 +179,8 @@ def _flood(port: int, total: int, in_flight: int, seconds: float, core: int | No
     t0 = time.monotonic()
     pending: list[Conn] = []
     while dropped + loop.ended < total and time.monotonic() - t0 < seconds:
-        while started < total and len(loop.conns) < in_flight:
+        allowed = total if not rate else min(total, int((time.monotonic() - t0) * rate) + 1)
+        while started < allowed and len(loop.conns) < in_flight:
             conn = Conn(started, token=token)
             loop.connect(conn)
             pending.append(conn)
@@ -234,8 +235,9 @@ def connect_flood(args: argparse.Namespace) -> dict[str, Any]:
         _, gen = cores()
         ctx = multiprocessing.get_context("fork")
         out = ctx.Queue()
-        child = ctx.Process(target=_flood, args=(server.port, args.flood, 500,
-                                                 args.flood_seconds, gen[0], out))
+        child = ctx.Process(target=_flood, args=(server.port, args.flood, args.flood_rate,
+                                                 args.flood_in_flight, args.flood_seconds,
+                                                 gen[0], out))
         child.start()
         sent = _publish_for(loop, pub, args.rate, args.flood_seconds,
                             stop=lambda: not child.is_alive())
@@ -322,9 +324,9 @@ def heap(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     src = str(args.roomcast_src or REPO / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    done = subprocess.run([sys.executable, "-c", _HEAP_PROBE, str(args.held_conns),
-                           str(args.fragment), str(int(args.mallopt))], capture_output=True, env=env, timeout=120,
-                          check=True)
+    argv = [str(args.held_conns), str(args.fragment), str(int(args.mallopt))]
+    done = subprocess.run([sys.executable, "-c", _HEAP_PROBE, *argv], capture_output=True,
+                          env=env, timeout=120, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
@@ -374,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ping-seconds", type=float, default=5.0)
     parser.add_argument("--flood", type=int, default=5000, help="connections in the flood")
     parser.add_argument("--flood-seconds", type=float, default=30.0, help="at most")
+    parser.add_argument("--flood-rate", type=float, default=0.0,
+                        help="connections a second in the flood (0: as fast as they go)")
+    parser.add_argument("--flood-in-flight", type=int, default=500,
+                        help="handshakes the flood keeps in progress at once")
     parser.add_argument("--quiet-seconds", type=float, default=4.0)
     parser.add_argument("--rate", type=float, default=50.0, help="bystander publishes/s")
     parser.add_argument("--refused", type=int, default=5000, help="refused handshakes")
@@ -382,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--roomcast-src", type=Path, default=None, metavar="DIR",
                         help="import roomcast from DIR (e.g. an exported older src/)")
     parser.add_argument("--mallopt", action="store_true",
-                        help="heap case: fix glibc's mmap threshold at 128 KiB first")
+                        help="fix glibc's mmap threshold at 128 KiB (the heap case with "
+                        "mallopt, the servers with GLIBC_TUNABLES), as fix_mmap_threshold does")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     return parser
 
@@ -394,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= getattr(args, name) <= 20_000:
             raise SystemExit(f"--{name.replace('_', '-')} must be between 1 and 20000")
     raise_nofile()
+    if args.mallopt:  # the servers inherit it: what roomcast.limits.fix_mmap_threshold() does
+        os.environ["GLIBC_TUNABLES"] = "glibc.malloc.mmap_threshold=131072"
     _, gen = cores()
     pin(os.getpid(), gen[0])
     results: dict[str, dict[str, Any]] = {}

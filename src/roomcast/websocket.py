@@ -313,8 +313,8 @@ class FrameReader:
     # _buf: the bytes of one partial frame, or None when there are none.
     # _opcode: 1 or 2 while a fragmented text or binary message is in progress, else 0;
     #   _CLOSED after a close frame or a violation (then every feed returns []).
-    # _text: the unmasked fragments of the text message in progress, in one buffer (a list
-    #   of fragments would cost ~40 bytes per fragment on top of its payload), else None.
+    # _text: the unmasked fragments of the text message in progress in one buffer (a list
+    #   would cost ~40 bytes a fragment on top of its payload), else None. Binary: counted.
     # _size: the payload bytes of the fragmented message in progress, else 0.
     # _messages: how many whole text or binary messages have been parsed.
     __slots__ = ("_buf", "_max", "_messages", "_opcode", "_size", "_text")
@@ -334,28 +334,30 @@ class FrameReader:
 
     @property
     def held(self) -> int:
-        """Bytes held for what is not complete yet: the fragments of the text message in
-        progress plus the partly received frame (header included). 0 between messages and
-        once closed. (Binary fragments are only counted, never kept.)"""
+        """Bytes held for what is not complete yet: the text message's fragments so far and
+        the partly received frame (header included); 0 between messages and once closed."""
         text = self._text
         buf = self._buf
         return (0 if text is None else len(text)) + (0 if buf is None else len(buf))
 
     @property
     def in_message(self) -> bool:
-        """Whether a message (or any frame) has begun and not finished: the state a time
-        limit on unfinished messages watches."""
+        """Whether a message (or any frame) has begun and not finished."""
         return self._opcode > 0 or self._buf is not None
 
     @property
     def messages(self) -> int:
-        """How many whole text and binary messages have been parsed so far: when it moves
-        while `in_message` stays true, the unfinished message is a new one."""
+        """How many whole text and binary messages were parsed (a new one is in progress
+        when this moved while `in_message` stayed true)."""
         return self._messages
 
     def close(self) -> None:
-        """Let go of every buffer and ignore further input (the connection is ending)."""
-        self._fail()
+        """Let go of every buffer and ignore further input: the connection is ending (or is
+        being failed for a violation)."""
+        self._opcode = _CLOSED
+        self._buf = None
+        self._text = None
+        self._size = 0
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return every complete event they finish, in order (often []).
@@ -371,7 +373,7 @@ class FrameReader:
                         ^ int.from_bytes((data[2:6] * ((n >> 2) + 1))[:n], "little")
                     ).to_bytes(n, "little").decode("utf-8"))
                 except UnicodeDecodeError:
-                    self._fail()
+                    self.close()
                     raise FrameError(1007, "a text message is not valid UTF-8") from None
                 self._messages += 1
                 return [message]
@@ -383,11 +385,11 @@ class FrameReader:
         try:
             pos = self._parse(data if buf is None else buf, events)
         except FrameError as exc:
-            self._fail()
+            self.close()
             exc.events = events
             raise
         except UnicodeDecodeError:
-            self._fail()
+            self.close()
             error = FrameError(1007, "a text message is not valid UTF-8")
             error.events = events
             raise error from None
@@ -401,13 +403,6 @@ class FrameReader:
         elif pos < len(data):
             self._buf = bytearray(memoryview(data)[pos:])
         return events
-
-    def _fail(self) -> None:
-        """Drop every buffer and ignore further input: the connection is being failed."""
-        self._opcode = _CLOSED
-        self._buf = None
-        self._text = None
-        self._size = 0
 
     def _parse(self, data: bytes | bytearray, events: list[Event]) -> int:
         """Append the events of every complete frame in `data` to `events`; return the offset
