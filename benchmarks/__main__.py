@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import api_bench, report
 from benchmarks.scenarios import (
     FULL,
     QUICK,
@@ -33,7 +33,8 @@ from benchmarks.scenarios import (
 )
 from benchmarks.servers import REPO, ServerError, cores, pin, raise_nofile
 
-SCENARIOS = ("connect", "fanout", "maxrate", "rooms", "reconnect", "slow", "soak")
+SCENARIOS = ("connect", "fanout", "maxrate", "rooms", "reconnect", "slow", *api_bench.SCENARIOS,
+             "soak")
 DEFAULT = SCENARIOS[:-1]
 
 Case = tuple[str, str, list[tuple[str, Callable[[], dict[str, Any]]]]]
@@ -107,6 +108,8 @@ def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -
                     bench, "roomcast", s.slow_subs, s.slow_rate, s.slow_duration,
                     stalled=stalled, settings=settings, label="slow", size=s.slow_size))
                 for variant, stalled in (("roomcast", False), ("roomcast+stalled", True))]))
+        elif name in api_bench.SCENARIOS:
+            cases += api_bench.cases(name, bench, s is QUICK, peers, s.duration)
         elif name == "soak":
             cases.append(("soak", str(s.soak_conns), [
                 ("roomcast", lambda: soak(bench, s.soak_conns, s.soak_seconds,
@@ -122,6 +125,8 @@ HEADLINE = {
     "reconnect": ["all_back_from_ready_s", "not_back", "recovered_false"],
     "slow": ["p99_ms", "lost", "stalled_close_code"],
     "soak": ["still_open", "dropped", "pings_min"],
+    "api": api_bench.HEADLINE,
+    "batch": api_bench.HEADLINE,
 }
 
 

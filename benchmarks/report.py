@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from benchmarks import api_bench
+
 # Columns per scenario: (metric, header, format).
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "connect": [("connections", "conns", "d"), ("all_subscribed_s", "all subscribed s", ".2f"),
@@ -46,6 +48,8 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
              ("still_open", "still open", "d"), ("dropped", "dropped", "d"),
              ("pings_min", "pings (min)", "d"), ("pings_expected", "pings expected", "d"),
              ("server_cpu_pct", "srv CPU %", ".1f"), ("rss_mib", "RSS MiB", ".0f")],
+    "api": api_bench.COLUMNS,
+    "batch": api_bench.COLUMNS,
 }
 
 RATIO_METRICS = {
@@ -53,6 +57,8 @@ RATIO_METRICS = {
     "fanout": ["p99_ms", "server_us_per_delivery"],
     "maxrate": ["deliveries_per_s", "server_us_per_delivery"],
     "rooms": ["p99_ms", "server_us_per_delivery"],
+    "api": api_bench.RATIO_METRICS,
+    "batch": api_bench.RATIO_METRICS,
 }
 # The floor peer (one os.write per delivery) is compared on what it bounds: CPU per delivery
 # in the fan-out and deliveries/s at max rate.
@@ -126,7 +132,7 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
         mine = by_target.get("roomcast")
         if not mine or scenario not in RATIO_METRICS:
             continue
-        for peer in ("websockets", "naive_trio", "floor"):
+        for peer in ("websockets", "naive_trio", "floor", "fastapi"):
             theirs = by_target.get(peer)
             if not theirs:
                 continue
@@ -234,6 +240,8 @@ def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         else soak["dropped"] == 0 and soak["still_open"] >= 19000 and soak["held_s"] >= 300,
         "-" if soak is None else f"{soak['still_open']} open after {soak['held_s']:.0f} s, "
         f"{soak['dropped']} dropped, min pings {soak['pings_min']}")
+    for name, ok, detail in api_bench.targets(summary, quick):
+        add(name, ok, detail)
     if quick:
         for t in out:
             if t["status"] == "NOT RUN":

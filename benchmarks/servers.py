@@ -20,11 +20,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
-TARGETS = ("roomcast", "websockets", "naive_trio", "floor")
+TARGETS = ("roomcast", "websockets", "naive_trio", "floor", "fastapi")
 PEER_MODULES = {
     "websockets": "benchmarks.peers.websockets_broadcast",
     "naive_trio": "benchmarks.peers.naive_trio",
     "floor": "benchmarks.peers.raw_floor",  # one os.write per delivery: a lower bound
+    "fastapi": "benchmarks.peers.fastapi_peer",  # the HTTP API scenarios' peer
 }
 PEERS = tuple(PEER_MODULES)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
