@@ -7,6 +7,11 @@ delivery latency while a connect flood runs; (d) the log lines written for refus
 handshakes. Plus (e), in a plain Python process: what glibc keeps after FrameReaders that
 held big messages are freed, and what malloc_trim(0) gives back. Everything is bounded in
 count and time; the table at the end is the result.
+
+To compare with an older roomcast, export its src/ (`git archive <rev> src | tar -x -C DIR`)
+and pass --roomcast-src DIR/src. --flood-in-flight and --flood-rate shape the connect flood
+(how many handshakes a server that caps them would have in progress, how many arrive a
+second); --set passes settings the servers do not know by default.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ class Clients(Loop):
         super().__init__(port)
         self.opened = 0
         self.ended = 0
-        self.received: list[int] = []  # bystander latencies, ns
 
     def on_text(self, conn: Conn, payload: bytes) -> None:
         if payload.startswith(CONNECTED):
@@ -107,6 +111,8 @@ def held_messages(args: argparse.Namespace) -> dict[str, Any]:
         first = {c.fd: fragment(b"x" * chunk, c.mask, first=True) for c in live}
         rest = {c.fd: fragment(b"x" * chunk, c.mask, first=False) for c in live}
         for r in range(rounds):
+            if time.monotonic() - t0 > args.held_seconds * 8 or not loop.conns:
+                break  # bounded: a slow trickle (tiny fragments) stops here
             for c in live:
                 if c.state == OPEN:
                     loop.send(c, (rest if r else first)[c.fd])
@@ -397,9 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.set = dict(args.set)
-    for name in ("held_conns", "ping_conns", "flood", "refused"):
+    for name in ("held_conns", "ping_conns", "flood", "refused", "flood_in_flight"):
         if not 1 <= getattr(args, name) <= 20_000:
             raise SystemExit(f"--{name.replace('_', '-')} must be between 1 and 20000")
+    if not 16 <= args.fragment <= MIB // 2:
+        raise SystemExit(f"--fragment must be between 16 and {MIB // 2} bytes")
     raise_nofile()
     if args.mallopt:  # the servers inherit it: what roomcast.limits.fix_mmap_threshold() does
         os.environ["GLIBC_TUNABLES"] = "glibc.malloc.mmap_threshold=131072"
