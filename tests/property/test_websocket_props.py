@@ -74,7 +74,8 @@ def chunkings(size: int) -> st.SearchStrategy[list[int]]:
 texts = st.one_of(
     st.text(max_size=30),
     st.text(min_size=40, max_size=300),  # past 125 bytes: 16-bit lengths
-    st.builds(lambda n, c: c * n, st.integers(0x10000, 0x10040), st.characters()),  # 64-bit
+    st.builds(lambda n, c: c * n, st.integers(0x10000, 0x10040),  # 64-bit lengths
+              st.characters(codec="utf-8")),  # no lone surrogates: they have no UTF-8
 )
 blobs = st.one_of(st.binary(max_size=200), st.integers(126, 3000).map(bytes))
 control_payloads = st.binary(max_size=125)
