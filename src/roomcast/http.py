@@ -2,13 +2,14 @@
 
 Connections are accepted by the same loop as the WebSocket port's
 (`transport.accept_loop`), and request heads are read by the same parser
-(`roomcast.websocket.parse_request_head`, through `roomcast.httpwire`). Each connection
+(`roomcast.websocket.parse_request_head`, behind a faster path for the usual head in
+`roomcast.httpwire`). Each connection
 is one task that reads, answers every whole request it has in order (pipelined answers
-go out in one write), and waits for more — all under time-outs: a head must arrive
-within `handshake_timeout`, a body within BODY_TIMEOUT, the next request within
-KEEP_ALIVE_TIMEOUT, and an answer must be taken within `write_timeout`. Nothing a client
-sends makes it hold more than one head (16 KiB), one body (`max_message_bytes`) and one
-read; the routes themselves are `roomcast.httpapi`.
+go out in one write), and waits for more — all under time-outs (`roomcast.httptimer`):
+a head must arrive within `handshake_timeout`, a body within BODY_TIMEOUT, the next
+request within KEEP_ALIVE_TIMEOUT, and an answer must be taken within `write_timeout`.
+Nothing a client sends makes it hold more than one head (16 KiB), one body
+(`max_message_bytes`) and one read; the routes themselves are `roomcast.httpapi`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import trio
 from roomcast import transport
 from roomcast import websocket as ws
 from roomcast.httpapi import HttpApi, api_for
+from roomcast.httptimer import Deadlines, Watch
 from roomcast.httpwire import CONTINUE, HttpError, RequestParser
 from roomcast.log import event
 from roomcast.router import Router
@@ -35,7 +37,7 @@ _TIMED_OUT: Final = HttpError(408, "timeout", "the request did not arrive in tim
                               "whole request at once", close=True)
 
 
-async def serve_connection(api: HttpApi, stream: trio.abc.Stream,
+async def serve_connection(api: HttpApi, stream: trio.abc.Stream, deadlines: Deadlines,
                            parser: RequestParser | None = None) -> None:
     """Answer one connection's requests until it closes, breaks a rule or times out
     (`parser`: one that already holds the start of the connection, for one-port use)."""
@@ -45,35 +47,67 @@ async def serve_connection(api: HttpApi, stream: trio.abc.Stream,
         parser = RequestParser(settings.max_message_bytes)
     timeouts = {_IDLE: KEEP_ALIVE_TIMEOUT, _HEAD: settings.handshake_timeout,
                 _BODY: BODY_TIMEOUT}
-    phase, deadline = _IDLE, trio.current_time() + settings.handshake_timeout  # the first
+    phase = _IDLE
+    with trio.CancelScope() as scope:
+        watch = Watch(scope)
+        deadlines.set(watch, trio.current_time() + settings.handshake_timeout)  # the first
+        try:
+            phase = await _serve(api, stream, fd, parser, deadlines, watch, timeouts)
+        finally:
+            deadlines.drop(watch)
+    if scope.cancelled_caught:  # the deadline passed while it waited for bytes
+        phase = _phase(parser)
+    if phase != _IDLE:  # timed out in the middle of a request
+        await _write(stream, fd, api.refused(_TIMED_OUT, parser.pending_path),
+                     settings.write_timeout)
+
+
+async def _serve(api: HttpApi, stream: trio.abc.Stream, fd: int, parser: RequestParser,
+                 deadlines: Deadlines, watch: Watch, timeouts: dict[int, float]) -> int:
+    """The connection's loop: answer, wait for bytes, feed them; returns the phase it
+    timed out in (_IDLE once it is over for any other reason). Cancelled through
+    `watch`'s scope when its deadline passes while it waits."""
+    phase = _IDLE
     fresh = 0  # reads in a row that found bytes without waiting
     while True:
         keep_alive, answered = await _answer_all(api, stream, fd, parser)
         if not keep_alive:
-            return
-        now = trio.current_time()
+            return _IDLE
         if (current := _phase(parser)) != phase or answered:
-            phase, deadline = current, now + timeouts[current]
+            phase = current
+            deadlines.set(watch, trio.current_time() + timeouts[phase])
         data = transport.read_now(fd) if fd >= 0 else None
         if data is not None and fresh < _FRESH_READS:
             fresh += 1
+        elif data is not None:
+            fresh = 0
+            await trio.lowlevel.checkpoint()  # a client that never stops sending
         else:
             fresh = 0
-            if data is None:
-                with trio.move_on_at(deadline):
-                    data = await transport.receive_some(stream, fd)
-                if data is None:  # timed out
-                    if phase != _IDLE:
-                        await _write(stream, fd, api.refused(_TIMED_OUT, parser.pending_path),
-                                     settings.write_timeout)
-                    return
-            else:
-                await trio.lowlevel.checkpoint()  # a client that never stops sending
+            if watch.expired():
+                return phase
+            watch.waiting = True
+            try:
+                data = await _receive(stream, fd)
+            finally:
+                watch.waiting = False
         if not data:
             if phase == _BODY:  # the client left mid-body: tallied as a 400 of its route
                 api.count(parser.pending_path, 400)
-            return
+            return _IDLE
         parser.feed(data)
+
+
+async def _receive(stream: trio.abc.Stream, fd: int) -> bytes:
+    """Wait for the next bytes (the caller found none just now); b"" once the peer has
+    gone."""
+    if fd < 0:
+        return await transport.receive_some(stream, fd)
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        data = transport.read_now(fd)
+        if data is not None:
+            return data
 
 
 async def _answer_all(api: HttpApi, stream: trio.abc.Stream, fd: int, parser: RequestParser
@@ -126,11 +160,11 @@ async def _write(stream: trio.abc.Stream, fd: int, data: bytes, timeout: float) 
     raise trio.BrokenResourceError(f"the client took no answer within {timeout:g} s")
 
 
-async def handle_connection(api: HttpApi, stream: trio.abc.Stream,
+async def handle_connection(api: HttpApi, stream: trio.abc.Stream, deadlines: Deadlines,
                             parser: RequestParser | None = None) -> None:
     """One HTTP connection from first byte to close; nothing raised here escapes."""
     try:
-        await serve_connection(api, stream, parser)
+        await serve_connection(api, stream, deadlines, parser)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
@@ -150,7 +184,11 @@ async def serve_request(router: Router, stream: trio.abc.Stream, head: ws.Reques
     except HttpError as exc:
         await transport.send_and_close(stream, api.refused(exc))
         return
-    await handle_connection(api, stream, parser)
+    deadlines = Deadlines()  # this connection's own: it is not on the HTTP listener
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deadlines.run)
+        await handle_connection(api, stream, deadlines, parser)
+        nursery.cancel_scope.cancel()
 
 
 async def serve_http(
@@ -166,12 +204,14 @@ async def serve_http(
                       f"{settings.http_port} ({exc.strerror}); choose another --http-port, "
                       "or 0 to turn HTTP off") from exc
     api = api_for(router)
+    deadlines = Deadlines()
 
     async def handler(stream: trio.SocketStream, peer: tuple[str, int]) -> None:
-        await handle_connection(api, stream)
+        await handle_connection(api, stream, deadlines)
 
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(deadlines.run)
             for listener in listeners:
                 nursery.start_soon(transport.accept_loop, listener, handler, nursery,
                                    router.metrics)

@@ -72,6 +72,8 @@ class HttpApi:
         self.router = router
         self.requests: Counter[tuple[str, int]] = Counter()
         self.registry = registry_for(router, self.requests)
+        self._key = ""
+        self._key_digest = b""
         get, post = ("GET", "HEAD"), ("POST",)
         self.routes: dict[str, Route] = {
             "/healthz": Route(get, self.healthz, False),
@@ -150,7 +152,9 @@ class HttpApi:
             raise HttpError(401, "unauthorized", "send the API key as "
                             "'Authorization: Bearer <api_key>'", headers=_CHALLENGE)
         # Digests of equal length: the comparison takes the same time for any wrong key.
-        if not hmac.compare_digest(_digest(given), _digest(key)):
+        if key != self._key:
+            self._key, self._key_digest = key, _digest(key)
+        if not hmac.compare_digest(_digest(given), self._key_digest):
             raise HttpError(401, "unauthorized", "the API key is wrong", headers=_CHALLENGE)
 
     def _body_route(self, kind: type[Any], method: str, has_body: bool = True) -> Handler:

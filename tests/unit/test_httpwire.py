@@ -4,6 +4,7 @@ h11 (the reference client) reads back."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import h11
 import pytest
@@ -168,3 +169,35 @@ def test_responses_read_back_with_h11(keep_alive: bool, head_only: bool) -> None
     assert got == (b"" if head_only else body)
     if not head_only:
         assert json.loads(got) == {"error": "bad_request", "message": 'a "quoted"\nline'}
+
+
+HEAD_LINES = st.sampled_from([
+    b"Host: x", b"host: y", b"Content-Length: 5", b"X-A:  spaced value  ", b"X-A: again",
+    b"Bad Name: 1", b"X-Ctl: a\x01b", b"X-Tab:\tv\t", b"X-Empty:", b" folded", b"X-Lf: a\nb",
+    b"X-High: caf\xe9", b"Upgrade: websocket", b"NoColon",
+])
+REQUEST_LINES = st.sampled_from([
+    b"GET / HTTP/1.1", b"POST /api/publish?x=1 HTTP/1.1", b"GET / HTTP/1.0", b"GET /",
+    b"G@T / HTTP/1.1", b"GET  / HTTP/1.1", b"GET / HTTP/2.0", b"GET /\x7f HTTP/1.1",
+])
+
+
+@given(REQUEST_LINES, st.lists(HEAD_LINES, max_size=6),
+       st.sampled_from([b"\r\n", b"\n"]), st.binary(max_size=8))
+def test_the_fast_head_parser_agrees_with_the_shared_one(
+        request_line: bytes, lines: list[bytes], eol: bytes, rest: bytes) -> None:
+    from roomcast import websocket as ws
+    from roomcast.httpwire import parse_head
+
+    data = eol.join([request_line, *lines]) + eol + eol + rest
+
+    def outcome(parse: Any) -> Any:
+        try:
+            head = parse(data)
+        except ws.HandshakeError as exc:
+            return ("error", exc.status, exc.message)
+        if head is None:
+            return None
+        return (head.method, head.target, head.http_version, head.headers, head.rest)
+
+    assert outcome(parse_head) == outcome(ws.parse_request_head)
