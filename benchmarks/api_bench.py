@@ -276,9 +276,10 @@ SCENARIOS = ("api", "batch")
 
 def cases(name: str, bench: Bench, quick: bool, peers: bool, duration: float
           ) -> list[tuple[str, str, list[tuple[str, Any]]]]:
-    """The harness's cases for `api` or `batch`: roomcast and the FastAPI peer, alternated."""
+    """The harness's cases for `api` or `batch`: roomcast, the FastAPI peer and the HTTP
+    floor (the least a Python server does per publish), alternated."""
     rooms = ROOMS[quick]
-    who = ["roomcast", "fastapi"] if peers else ["roomcast"]
+    who = ["roomcast", "fastapi", "http_floor"] if peers else ["roomcast"]
     if name == "batch":
         return [("batch", f"{rooms}x100/req", [
             (t, lambda t=t: api_publish(bench, t, rooms, duration, per_request=100))
