@@ -69,6 +69,7 @@ async def _serve(api: HttpApi, stream: trio.abc.Stream, fd: int, parser: Request
     `watch`'s scope when its deadline passes while it waits."""
     phase = _IDLE
     fresh = 0  # reads in a row that found bytes without waiting
+    more = True  # the last read may have left bytes in the socket
     while True:
         keep_alive, answered = await _answer_all(api, stream, fd, parser)
         if not keep_alive:
@@ -76,7 +77,9 @@ async def _serve(api: HttpApi, stream: trio.abc.Stream, fd: int, parser: Request
         if (current := _phase(parser)) != phase or answered:
             phase = current
             deadlines.set(watch, trio.current_time() + timeouts[phase])
-        data = transport.read_now(fd) if fd >= 0 else None
+        # Only a read that filled its buffer may have left bytes behind; otherwise the
+        # socket is all but surely empty, and trying costs a system call per request.
+        data = transport.read_now(fd) if fd >= 0 and more else None
         if data is not None and fresh < _FRESH_READS:
             fresh += 1
         elif data is not None:
@@ -95,6 +98,7 @@ async def _serve(api: HttpApi, stream: trio.abc.Stream, fd: int, parser: Request
             if phase == _BODY:  # the client left mid-body: tallied as a 400 of its route
                 api.count(parser.pending_path, 400)
             return _IDLE
+        more = len(data) >= transport.RECEIVE_BYTES
         parser.feed(data)
 
 
