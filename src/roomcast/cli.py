@@ -290,6 +290,11 @@ def serve_command(args: argparse.Namespace) -> int:
     # default thresholds full collections come often and stall the loop for ~100 ms.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+    # A big buffer (an unfinished message) goes back to the system as soon as it is freed,
+    # instead of staying in glibc's heap after a burst (docs/security.md).
+    from roomcast.limits import fix_mmap_threshold
+
+    fix_mmap_threshold()
     failure = trio.run(_serve, settings)
     if failure is not None:
         raise SettingsError(failure)

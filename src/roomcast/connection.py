@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 
 import trio
@@ -16,6 +17,7 @@ from roomcast import transport
 from roomcast import websocket as ws
 from roomcast.codes import CloseCode
 from roomcast.core import Peer
+from roomcast.limits import HeldBytesBudget, MessageClock
 from roomcast.log import event
 from roomcast.mailbox import ChannelMailbox, DirectMailbox, Mailbox
 from roomcast.router import Router
@@ -60,9 +62,11 @@ class Connection:
             if self.nursery is not None:
                 self.nursery.cancel_scope.cancel()
 
-    async def run(self, router: Router, reader: ws.FrameReader, early: bytes) -> None:
+    async def run(self, router: Router, reader: ws.FrameReader, early: bytes,
+                  held: HeldBytesBudget[Connection]) -> None:
         """Serve until either side closes; the Router forgets the connection as soon as it
-        is closing, and the closing handshake that follows holds only the socket."""
+        is closing, and the closing handshake that follows holds only the socket. `held` is
+        the node-wide budget of bytes in unfinished messages."""
         peer = self.peer
         event("connect", logging.DEBUG, user=peer.principal.user_id, remote=peer.remote,
               conn=peer.id)
@@ -72,12 +76,16 @@ class Connection:
                     self.nursery = nursery
                     self.mailbox.start_writer()
                     try:
-                        await self._read(router, reader, early)
+                        await self._read(router, reader, early, held)
                     except Exception:
                         self._internal(router, "reader")
                 nursery.cancel_scope.cancel()  # stop the writer: the close path takes over
             self.nursery = None
         finally:
+            violated = reader.closed
+            reader.close()  # an unfinished message's memory goes now, not after the handshake
+            held.forget(self)
+            reader = reader if violated else ws.FrameReader(router.settings.max_message_bytes)
             unsent = self.mailbox.close()
             if unsent > 0:
                 router.metrics.drops["closed_with_queue"] += unsent
@@ -93,18 +101,35 @@ class Connection:
         finally:
             self.fd = -1  # the number may go to the next socket: never write to it again
 
-    async def _read(self, router: Router, reader: ws.FrameReader, data: bytes) -> None:
-        """Frames in until the connection is closing."""
+    async def _read(self, router: Router, reader: ws.FrameReader, data: bytes,
+                    held: HeldBytesBudget[Connection]) -> None:
+        """Frames in until the connection is closing. A message must be whole within
+        message_timeout of its first byte (4408), and what unfinished messages hold counts
+        against the node's budget (the largest holder is closed 1013 when over it)."""
         fd = self.fd
         waited = True  # since the last checkpoint
+        clock = MessageClock(router.settings.message_timeout)
+        deadline = math.inf  # while no message is in progress, waiting costs nothing extra
         while True:
-            if data and not await self._received(router, reader, data):
-                return
+            if data:
+                if not await self._received(router, reader, data):
+                    return
+                now = self.peer.last_seen
+                deadline = clock.update(reader.in_message, reader.messages, now)
+                if not self._within_budget(reader.held, held) or deadline <= now:
+                    return
             if fd >= 0:  # inline, so that an idle connection waits with no extra frame
                 got = transport.read_now(fd)
                 if got is None:
                     data = b""
-                    await trio.lowlevel.wait_readable(fd)
+                    if deadline == math.inf:
+                        await trio.lowlevel.wait_readable(fd)
+                    else:
+                        with trio.move_on_at(deadline):
+                            await trio.lowlevel.wait_readable(fd)
+                        if clock.expired(trio.current_time()):
+                            self.close(CloseCode.HEARTBEAT_TIMEOUT, "message not finished in time")
+                            return
                     waited = True
                     continue
                 data = got
@@ -117,6 +142,16 @@ class Connection:
                 self.close(CloseCode.ABNORMAL, "connection lost", by_peer=True)
                 return
             self.peer.last_seen = trio.current_time()  # any bytes are a sign of life (§6)
+
+    def _within_budget(self, mine: int, held: HeldBytesBudget[Connection]) -> bool:
+        """Report what this connection holds; over the node's budget, close the largest
+        holders (1013) until it fits. False when this connection is one of them."""
+        if (mine or held.held(self)) and held.update(self, mine):
+            while (largest := held.over()) is not None:
+                largest.close(CloseCode.TRY_AGAIN_LATER,
+                              "server at capacity (unfinished messages): come back with backoff")
+                held.forget(largest)
+        return self.peer.close_code is None
 
     async def _received(self, router: Router, reader: ws.FrameReader, data: bytes) -> bool:
         """Act on the frames in `data`: text to the Router, pings answered, binary refused,
@@ -132,10 +167,14 @@ class Connection:
             if type(ev) is ws.TextMessage:
                 await router.handle(peer, ev.text)
             elif type(ev) is ws.Ping:
-                router.send(peer, ws.pong_frame(ev.payload))
+                router.send(peer, ws.pong_frame(ev.payload))  # RFC 6455: MUST answer
+                router.control_frame(peer)
+            elif type(ev) is ws.Pong:
+                router.control_frame(peer, pong=True)
             elif type(ev) is ws.BinaryMessage:
                 router.binary_frame(peer)
             elif type(ev) is ws.CloseReceived:
+                router.control_frame(peer)  # counted; honoured whatever the count says
                 self.close(ev.code or CloseCode.NORMAL, ev.reason, by_peer=True)
             if peer.close_code is not None:
                 return False

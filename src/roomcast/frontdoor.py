@@ -9,6 +9,8 @@ why — and the `101` answer goes out in the same write as the first frame.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -20,10 +22,36 @@ from roomcast.auth import AuthError
 from roomcast.codes import CloseCode
 from roomcast.connection import Connection
 from roomcast.core import Refused
-from roomcast.log import event
+from roomcast.log import LogThrottle, event, throttled_event
 from roomcast.router import Router
+from roomcast.settings import Settings
 
 Admitted = tuple[Connection, ws.FrameReader, bytes]
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A handshake to accept (`answer`) and close at once with `code`: why it was refused."""
+
+    answer: bytes
+    code: int
+    reason: str
+
+
+class Door:
+    """What every front door of one server shares: the handshake gate (at most
+    max_handshakes decided at once; reading a request head does not count, so silent
+    connections cannot hold it), the throttle of refusal log lines, the draining flag."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.gate = trio.Semaphore(settings.max_handshakes)
+        self.refusals: LogThrottle[str] = LogThrottle(settings.log_throttle_interval)
+        self.draining = False
+
+    def refused(self, reason: str, **fields: Any) -> None:
+        """Log a refused handshake: one line per reason per interval, with a count."""
+        throttled_event(self.refusals, reason, trio.current_time(), "refused", reason=reason,
+                        **fields)
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
             426: "Upgrade Required", 503: "Service Unavailable"}
 
@@ -74,7 +102,7 @@ async def _plain_answer(stream: trio.abc.Stream, status: int, body: bytes,
 
 
 async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remote_ip: str,
-                     draining: bool) -> Admitted | None:
+                     door: Door) -> Admitted | None:
     """Plain HTTP answered, an upgrade checked and accepted: the admitted connection, with
     the bytes that came after its request head; None when there is nothing to serve."""
     settings = router.settings
@@ -104,7 +132,7 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
     origin = head.headers.get("origin")
     if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
         router.metrics.refused["origin"] += 1
-        event("refused", remote=remote, reason="origin not allowed", origin=origin)
+        door.refused("origin not allowed", remote=remote, origin=origin)
         await _plain_answer(stream, 403, b'{"error": "forbidden", '
                             b'"message": "origin not allowed"}')
         return None
@@ -116,8 +144,13 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
         await _plain_answer(stream, exc.status, body,
                             "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
         return None
-    return await _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip,
-                        draining)
+    async with door.gate:  # the costly part: at most max_handshakes at once
+        decided = _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip,
+                         door)
+    if not isinstance(decided, Refusal):
+        return decided
+    await _refuse(router, stream, decided.answer, decided.code, decided.reason)
+    return None
 
 
 async def _refuse(router: Router, stream: trio.abc.Stream, answer: bytes, code: int, reason: str
@@ -130,25 +163,23 @@ async def _refuse(router: Router, stream: trio.abc.Stream, answer: bytes, code: 
                                  router.settings)
 
 
-async def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer: bytes,
-                 remote: str, remote_ip: str, draining: bool) -> Admitted | None:
-    """Authenticate and admit within the limits, or close with the code that says why; the
-    handshake's `answer` goes out in the same write as the first frame either way."""
+def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer: bytes,
+           remote: str, remote_ip: str, door: Door) -> Admitted | Refusal:
+    """Authenticate and admit within the limits (the `connected` frame goes out in the same
+    write as the handshake's `answer`), or say how to refuse: with which close code."""
     try:
         principal = router.authenticate(_token(head))
     except AuthError as exc:
-        event("refused", remote=remote, reason=exc.reason, detail=str(exc))
-        await _refuse(router, stream, answer, CloseCode.UNAUTHORIZED, str(exc)[:120])
-        return None
+        door.refused(exc.reason, remote=remote, detail=str(exc))
+        return Refusal(answer, CloseCode.UNAUTHORIZED, str(exc)[:120])
     try:
-        if draining:
+        if door.draining:
             raise Refused(CloseCode.GOING_AWAY, "server shutting down", "draining")
         peer, connected = router.admit(principal, remote, remote_ip)
     except Refused as exc:
         router.metrics.refused[exc.why] += 1
-        event("refused", remote=remote, user=principal.user_id, reason=exc.why)
-        await _refuse(router, stream, answer, exc.code, exc.reason)
-        return None
+        door.refused(exc.why, remote=remote, user=principal.user_id)
+        return Refusal(answer, exc.code, exc.reason)
     connection = Connection(router, peer, stream)
     router.send(peer, answer + connected)
     return connection, ws.FrameReader(router.settings.max_message_bytes), head.rest

@@ -57,7 +57,9 @@ class Serving(Protocol):
 
     ws_port: int | None
     http_port: int | None
-    draining: bool
+
+    @property
+    def draining(self) -> bool: ...
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
 
@@ -153,6 +155,12 @@ class Router:
         """Execute one text frame from a connection; every command gets one reply."""
         await self._perform(self.core.command(peer, text, trio.current_time()), peer)
         self._rewake()  # a refresh may have moved a token's expiry
+
+    def control_frame(self, peer: Peer, pong: bool = False) -> None:
+        """Count a ping, pong or close frame against the connection's rate limit."""
+        effects = self.core.control_frame(peer, trio.current_time(), pong)
+        if effects:
+            self._perform_now(effects)
 
     def binary_frame(self, peer: Peer) -> None:
         self._perform_now(self.core.binary_frame(peer))

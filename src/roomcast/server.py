@@ -17,11 +17,15 @@ import trio
 from roomcast import transport
 from roomcast.backplane import Backplane
 from roomcast.codes import CloseCode
-from roomcast.frontdoor import front_door, log_failure
+from roomcast.connection import Connection
+from roomcast.frontdoor import Door, front_door, log_failure
 from roomcast.http import serve_http
+from roomcast.limits import HeldBytesBudget, trim_heap
 from roomcast.log import event
 from roomcast.router import Router
 from roomcast.settings import Settings
+
+TRIM_AFTER = 32 * 1024 * 1024  # freed message bytes worth giving back to the system
 
 
 class Server:
@@ -31,11 +35,16 @@ class Server:
         self.router = router
         self.ws_port: int | None = None
         self.http_port: int | None = None
-        self.draining = False
         self.sockets = 0  # connections being served, closing handshakes included
+        self.door = Door(router.settings)
+        # bytes all connections hold in unfinished messages (abuse: many trickled messages)
+        self.held: HeldBytesBudget[Connection] = HeldBytesBudget(router.settings.max_held_bytes)
         self._shutdown = trio.Event()
         self._drained = trio.Event()
-        self.gate = transport.HandshakeGate(router.settings.max_handshakes)
+
+    @property
+    def draining(self) -> bool:
+        return self.door.draining
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown: stop accepting and close everyone with 1001."""
@@ -51,27 +60,18 @@ class Server:
         if not self.router.core.peers and not self.sockets:
             self._drained.set()
 
-    async def _accepted(self, stream: trio.SocketStream, peer: tuple[str, int]) -> None:
-        """A connection from the accept loop, which counted it into the handshake gate."""
-        await self.handle(stream, peer, gated=True)
-
-    async def handle(self, stream: trio.abc.Stream, peer: tuple[str, int] | None = None,
-                     gated: bool = False) -> None:
+    async def handle(self, stream: trio.abc.Stream, peer: tuple[str, int] | None = None
+                     ) -> None:
         """One TCP connection, from its request head to its closing handshake (`peer`: its
         address, when the caller knows it); nothing raised here reaches the listener."""
         remote_ip, port = peer[:2] if peer is not None else _peer(stream)
         remote = f"{remote_ip}:{port}"
         self.sockets += 1
         try:
-            try:
-                admitted = await front_door(self.router, stream, remote, remote_ip,
-                                            self.draining)
-            finally:
-                if gated:
-                    self.gate.leave()
+            admitted = await front_door(self.router, stream, remote, remote_ip, self.door)
             if admitted is not None:  # the handshake's state is gone; the session holds little
                 connection, reader, rest = admitted
-                await connection.run(self.router, reader, rest)
+                await connection.run(self.router, reader, rest, self.held)
         except Exception:
             log_failure(self.router, remote)
         finally:
@@ -93,10 +93,11 @@ class Server:
                 with accepting:
                     async with trio.open_nursery() as loops:
                         for listener in listeners:
-                            loops.start_soon(transport.accept_loop, listener, self._accepted,
-                                             handlers, router.metrics, self.gate)
+                            loops.start_soon(transport.accept_loop, listener, self.handle,
+                                             handlers, router.metrics)
 
             handlers.start_soon(accept)
+            handlers.start_soon(self._housekeeping)
             if settings.http_port:
                 self.http_port = await handlers.start(serve_http, router)
             event("listening", url=f"ws://{settings.host}:{self.ws_port}{settings.path}",
@@ -110,9 +111,21 @@ class Server:
             await self.drain()
             handlers.cancel_scope.cancel()
 
+    async def _housekeeping(self) -> None:
+        """Every log_throttle_interval: the refusal lines held back (with their counts), and
+        memory freed by unfinished messages given back to the system."""
+        interval = self.router.settings.log_throttle_interval
+        while True:
+            await trio.sleep(interval)
+            for reason, count in self.door.refusals.due(trio.current_time()):
+                event("refused", reason=reason, count=count)
+            if self.held.released >= TRIM_AFTER:
+                self.held.take_released()
+                trim_heap()
+
     async def drain(self) -> None:
         """Close every connection with 1001, spread evenly over shutdown_grace seconds."""
-        self.draining = True
+        self.door.draining = True
         peers = list(self.router.core.peers.values())
         grace = self.router.settings.shutdown_grace
         event("draining", connections=len(peers), grace=grace)

@@ -69,7 +69,10 @@ class Settings:
     max_binary_frames: int = 10
     log_level: str = "info"
     mailbox: str = "direct"
-    max_handshakes: int = 64
+    max_handshakes: int = 16
+    message_timeout: float = 5.0
+    max_held_bytes: int = 64 * 1024 * 1024
+    log_throttle_interval: float = 10.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -90,7 +93,8 @@ _POSITIVE = {
     "max_message_bytes", "rate_per_second", "rate_burst", "max_connections_per_user",
     "max_connections", "max_subscriptions", "max_pending", "heartbeat_interval",
     "heartbeat_timeout", "handshake_timeout", "write_timeout", "idempotency_window",
-    "idempotency_max_keys", "max_binary_frames", "max_handshakes",
+    "idempotency_max_keys", "max_binary_frames", "max_handshakes", "message_timeout",
+    "max_held_bytes", "log_throttle_interval",
 }
 _NON_NEGATIVE = {
     "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
@@ -198,14 +202,21 @@ DOCS: dict[str, tuple[str, str]] = {
     "mailbox": ("`direct`", "how a connection's bounded outgoing queue reaches its socket: "
                 "`direct` writes at once when nothing waits, `channel` is a memory channel "
                 "with a writer task per connection (docs/architecture.md compares them)"),
-    "max_handshakes": ("`64`", "connections between accept and admission at once; more "
-                       "wait in the kernel's backlog, so a connect flood cannot crowd out "
-                       "established connections"),
+    "max_handshakes": ("`16`", "handshakes being decided (upgrade checked, token verified, "
+                       "admitted) at once; the next wait their turn, so a connect flood cannot "
+                       "crowd out established connections"),
+    "message_timeout": ("`5`", "seconds a message may take from its first byte to its last "
+                        "(a fragmented or trickled one); longer → close 4408"),
+    "max_held_bytes": ("`67108864`", "bytes all connections together may hold in unfinished "
+                       "messages; over it, the connection holding the most is closed with 1013"),
+    "log_throttle_interval": ("`10`", "seconds between log lines of one kind of refused "
+                              "handshake; the next line says how many were not logged"),
 }
 #: Settings beyond the contract's table (protocol §10), marked so in the reference.
 BEYOND_CONTRACT = frozenset({"handshake_timeout", "write_timeout", "idempotency_window",
                              "idempotency_max_keys", "max_binary_frames", "log_level",
-                             "mailbox", "max_handshakes"})
+                             "mailbox", "max_handshakes", "message_timeout",
+                             "max_held_bytes", "log_throttle_interval"})
 
 
 def flag(name: str) -> str:

@@ -143,43 +143,16 @@ async def send_and_close(stream: trio.abc.Stream, data: bytes) -> None:
         await stream.send_all(data)
 
 
-class HandshakeGate:
-    """How many accepted connections have not yet been admitted or refused. Past `limit`
-    the accept loop waits: a connect flood queues in the kernel's backlog instead of
-    crowding out the established connections' work."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.under_way = 0
-        self._room = trio.Event()
-
-    def enter(self) -> None:
-        self.under_way += 1
-
-    def leave(self) -> None:
-        self.under_way -= 1
-        if self.under_way < self.limit:
-            self._room.set()
-
-    async def wait_for_room(self) -> None:
-        while self.under_way >= self.limit:
-            self._room = trio.Event()
-            await self._room.wait()
-
-
 async def accept_loop(listener: trio.SocketListener, handler: Handler, nursery: trio.Nursery,
-                      metrics: Metrics, gate: HandshakeGate | None = None) -> None:
+                      metrics: Metrics) -> None:
     """Accept every pending connection per wake-up, each into a task of its own in
-    `nursery`; the peer's address comes with it (no getpeername per connection). Each one
-    enters `gate` (when given); the handler leaves it once the handshake is decided."""
+    `nursery`; the peer's address comes with it (no getpeername per connection)."""
     sock = socket.socket(fileno=os.dup(listener.socket.fileno()))  # our own, non-blocking
     sock.setblocking(False)
     failing = False
     try:
         accepted = 0
         while True:
-            if gate is not None and gate.under_way >= gate.limit:
-                await gate.wait_for_room()
             try:
                 conn, peer = sock.accept()
             except BlockingIOError:
@@ -202,8 +175,6 @@ async def accept_loop(listener: trio.SocketListener, handler: Handler, nursery: 
                 continue
             failing = False
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-            if gate is not None:
-                gate.enter()
             nursery.start_soon(handler, stream, peer)
             accepted += 1
             if accepted >= ACCEPT_BATCH:

@@ -26,6 +26,7 @@ class Peer:
         "id",
         "last_seen",
         "outlet",
+        "pongs_due",
         "principal",
         "remote",
         "remote_ip",
@@ -42,6 +43,7 @@ class Peer:
         self.bucket = TokenBucket(rate, burst, now)
         self.abuse = AbuseMeter(burst)
         self.binary_frames = 0
+        self.pongs_due = 0  # heartbeat pings sent and not yet answered (0 or 1)
         self.close_code: int | None = None  # set once the connection is closing
         self.outlet: Any = None
 

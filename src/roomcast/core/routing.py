@@ -140,6 +140,18 @@ class RoutingCore(Subscriptions):
             effects.append(Close(peer, CloseCode.TOO_MANY, "rate limit exceeded repeatedly"))
         return effects
 
+    def control_frame(self, peer: Peer, now: float, pong: bool = False) -> Effects:
+        """A ping, pong or close frame from the client costs a token like a command (the
+        pong that answers our own heartbeat ping is free); a client that keeps sending them
+        with no token left is closed 4429. (A ping is answered all the same, as RFC 6455
+        requires, and a close frame honoured.)"""
+        if pong and peer.pongs_due:
+            peer.pongs_due = 0
+            return NOTHING
+        if peer.bucket.take(now) or not peer.abuse.record(now):
+            return NOTHING
+        return (Close(peer, CloseCode.TOO_MANY, "too many control frames"),)
+
     def binary_frame(self, peer: Peer) -> Effects:
         """Binary frames are not part of the protocol: answer, then close if they keep coming."""
         self.metrics.frames_in += 1
@@ -362,6 +374,7 @@ class RoutingCore(Subscriptions):
                 if now - peer.last_seen > timeout:
                     effects.append(Close(peer, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
                 elif ping:
+                    peer.pongs_due = 1  # its answer costs the client nothing
                     alive.append(peer)
             if alive:
                 effects.append(Fanout(p.PING_FRAME, alive))
