@@ -8,7 +8,6 @@ encoded here, and `text_frame` wraps a payload in an unmasked WebSocket frame he
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Container
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -282,17 +281,3 @@ class LazyData:
         if self._value is _UNSET:
             self._value = message_data(self._payload)
         return self._value
-
-
-# ---------------------------------------------------------------- WebSocket framing
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked final text frame (what a server sends), byte-identical to wsproto's."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
-
-
-PING_FRAME: Final = b"\x89\x00"

@@ -12,6 +12,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from roomcast import protocol as p
 from roomcast.codes import ErrorCode
+from roomcast.websocket import PING_FRAME, text_frame
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -226,12 +227,12 @@ def test_text_frame_is_byte_identical_to_wsproto_server_framing(size: int) -> No
     payload = b"y" * size
     wsproto_frame = FrameProtocol(client=False, extensions=[]).send_data(
         payload.decode(), fin=True)
-    assert p.text_frame(payload) == bytes(wsproto_frame)
+    assert text_frame(payload) == bytes(wsproto_frame)
 
 
 def test_ping_frame_is_wsproto_s_empty_ping() -> None:
     frame = FrameProtocol(client=False, extensions=[]).ping(b"")
-    assert bytes(frame) == p.PING_FRAME
+    assert bytes(frame) == PING_FRAME
 
 
 def test_iso_time_is_utc_with_milliseconds_and_z() -> None:

@@ -34,6 +34,7 @@ from roomcast.errors import RoomcastError
 from roomcast.metrics import Metrics
 from roomcast.settings import Settings
 from roomcast.streams import HistoryPage, PublishResult
+from roomcast.websocket import PING_FRAME, text_frame
 
 
 class Refused(RoomcastError):
@@ -82,7 +83,7 @@ class RoutingCore(Subscriptions):
         self.by_ip[remote_ip] = self.by_ip.get(remote_ip, 0) + 1
         self.metrics.connections_opened += 1
         self.deadlines.schedule(peer, self.wall_base, self.peers)
-        return peer, p.text_frame(p.encode({
+        return peer, text_frame(p.encode({
             "type": "connected",
             "connection_id": peer.id,
             "user_id": principal.user_id,
@@ -220,7 +221,7 @@ class RoutingCore(Subscriptions):
             return (refused,)
 
         def page(result: HistoryPage) -> Effects:
-            return (Send(peer, p.text_frame(p.history_body(cmd.room, result, id=cmd.id))),)
+            return (Send(peer, text_frame(p.history_body(cmd.room, result, id=cmd.id))),)
 
         return (Ask("history", (cmd.room, cmd.since, cmd.limit), page,
                     self._unavailable(peer, cmd.id)),)
@@ -264,7 +265,7 @@ class RoutingCore(Subscriptions):
         """One message (framed once) for every local subscription that admits it."""
         if room not in self.table.rooms:
             return NOTHING
-        frame = p.text_frame(payload)
+        frame = text_frame(payload)
         peers = []
         closes: list[Effect] = []
         for sub in self.table.recipients(room, event, p.LazyData(payload)):
@@ -294,7 +295,7 @@ class RoutingCore(Subscriptions):
                                 "user_id": user_id}
         if joined:
             body["info"] = info or {}
-        return (Fanout(p.text_frame(p.encode(body)), [sub.subscriber for sub in watchers]),)
+        return (Fanout(text_frame(p.encode(body)), [sub.subscriber for sub in watchers]),)
 
     def reset(self, room: str, epoch: str, offset: int, missed: tuple[int, int] | None
               ) -> Effects:
@@ -308,7 +309,7 @@ class RoutingCore(Subscriptions):
             body["missed"] = {"from": missed[0], "to": missed[1]}
             self.metrics.undeliverable += (missed[1] - missed[0] + 1) * len(subs)
         self.metrics.resets += 1
-        frame = p.text_frame(p.encode(body))
+        frame = text_frame(p.encode(body))
         peers = []
         for sub in list(subs.values()):
             sub.floor = None
@@ -377,6 +378,6 @@ class RoutingCore(Subscriptions):
                     peer.pongs_due = 1  # its answer costs the client nothing
                     alive.append(peer)
             if alive:
-                effects.append(Fanout(p.PING_FRAME, alive))
+                effects.append(Fanout(PING_FRAME, alive))
             self.revocations.prune(self.wall(now))
         return effects

@@ -16,6 +16,7 @@ from roomcast.core.peer import Peer
 from roomcast.metrics import Metrics
 from roomcast.rooms import RoutingTable
 from roomcast.settings import Settings
+from roomcast.websocket import text_frame
 
 
 class CoreState:
@@ -38,12 +39,12 @@ class CoreState:
         return self.wall_base + now
 
     def reply(self, peer: Peer, frame: dict[str, Any]) -> Send:
-        return Send(peer, p.text_frame(p.encode(frame)))
+        return Send(peer, text_frame(p.encode(frame)))
 
     def error(self, peer: Peer, code: ErrorCode, message: str,
               command_id: p.CommandId = None) -> Send:
         self.metrics.errors[code] += 1
-        return Send(peer, p.text_frame(p.error_frame(code, message, command_id)))
+        return Send(peer, text_frame(p.error_frame(code, message, command_id)))
 
     def readable(self, peer: Peer, room: str, command_id: p.CommandId) -> Send | None:
         """None when `peer` may read `room`; else the error to answer."""

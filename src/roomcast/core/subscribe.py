@@ -19,6 +19,7 @@ from roomcast.core.peer import Peer
 from roomcast.core.state import CoreState
 from roomcast.rooms import Subscription
 from roomcast.streams import RoomPosition
+from roomcast.websocket import text_frame
 
 RESET_MARK = -1  # a held `reset` frame: it and everything after it go out as they are
 
@@ -120,7 +121,7 @@ class Subscriptions(CoreState):
                  recovered: list[tuple[int, bytes]]) -> Effects:
         """Recovered messages, then the live ones held meanwhile that are newer than `top`
         (and, after a held reset, everything of the new stream)."""
-        out: list[Effect] = [Send(peer, p.text_frame(payload)) for _offset, payload in recovered]
+        out: list[Effect] = [Send(peer, text_frame(payload)) for _offset, payload in recovered]
         held, sub.held = sub.held or [], None
         sub.floor = top
         after_reset = False

@@ -1,184 +1,40 @@
-"""The server side of RFC 6455 as pure functions and a frame parser: no IO, no trio.
-
-The caller reads the upgrade request and the socket; this module says what is valid, what to
-answer, and which events a client's bytes carry (in the spirit of h11 and wsproto).
-"""
+"""Every RFC 6455 frame of the server side: the frames it sends (text, ping, pong, close)
+and a parser of the masked frames a client sends, yielding events. Pure: no IO, no trio."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
-from collections.abc import Mapping
+import struct
 from typing import Final, TypeAlias
 
-__all__ = [
-    "MAX_CONTROL_PAYLOAD",
-    "MAX_HEAD_BYTES",
-    "BinaryMessage",
-    "CloseReceived",
-    "Event",
-    "FrameError",
-    "FrameReader",
-    "HandshakeError",
-    "Ping",
-    "Pong",
-    "RequestHead",
-    "TextMessage",
-    "accept_key",
-    "check_upgrade",
-    "close_frame",
-    "parse_request_head",
-    "pong_frame",
-    "upgrade_response",
-]
+from roomcast.codes import LOCAL_ONLY_CLOSE_CODES, CloseCode, valid_on_wire
+from roomcast.errors import RoomcastError
 
 MAX_CONTROL_PAYLOAD = 125
-
-_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-_NO_WIRE_CODES: Final = frozenset((1005, 1006, 1015))  # "MUST NOT be set" in a close frame
+_PROTOCOL: Final = CloseCode.PROTOCOL_ERROR  # what a violation of RFC 6455 closes with
+_NOT_UTF8: Final = CloseCode.INVALID_DATA
+_TOO_BIG: Final = CloseCode.TOO_BIG
 _CLOSED: Final = -1  # FrameReader._opcode once a close (or a violation) has been seen
+PING_FRAME: Final = b"\x89\x00"  # an unmasked ping with no payload (the heartbeat)
 
 
-# --- the request head --------------------------------------------------------------------
-
-MAX_HEAD_BYTES: Final = 16 * 1024
-_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
-_REQUEST_LINE: Final = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/(1\.[01])")
-_HEADER_LINE: Final = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+"
-    rb"[\x21-\x7e\x80-\xff]+)*)?)[ \t]*")
-
-
-class RequestHead:
-    """An HTTP/1.x request head: method, target, version, headers (names lower-cased, repeats
-    joined with ", "), and the bytes that followed it."""
-
-    __slots__ = ("headers", "http_version", "method", "rest", "target")
-
-    def __init__(self, method: str, target: str, http_version: str, headers: dict[str, str],
-                 rest: bytes) -> None:
-        self.method = method
-        self.target = target
-        self.http_version = http_version
-        self.headers = headers
-        self.rest = rest
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked final text frame (what a server sends), byte-identical to wsproto's."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-def parse_request_head(data: bytes, searched: int = 0) -> RequestHead | None:
-    """The request head at the start of `data`, or None while it is incomplete. Raises
-    HandshakeError (400) for a head that is malformed or longer than MAX_HEAD_BYTES (its
-    blank line included). Strict where it matters (RFC 9112: token names, no obsolete line
-    folding, no control characters, exactly one Host in HTTP/1.1); bare LF line ends are
-    tolerated, as most servers do. `searched`: how many bytes an earlier call already saw
-    without finding the end, so that a head sent a byte at a time is not scanned again and
-    again."""
-    end = _HEAD_END.search(data, max(0, searched - 3), MAX_HEAD_BYTES)
-    if end is None:
-        if len(data) > MAX_HEAD_BYTES:
-            raise HandshakeError(400, f"the request head is longer than {MAX_HEAD_BYTES} bytes")
-        return None
-    *lines, last = data[:end.start()].split(b"\n")
-    # Every line but the last ends where a \n was: a CR before it belongs to the line end.
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-    lines.append(last)  # its line end went with the blank line
-    request = _REQUEST_LINE.fullmatch(lines[0])
-    if request is None:
-        raise HandshakeError(400, "malformed request line; expected: GET /path HTTP/1.1")
-    headers: dict[str, str] = {}
-    hosts = 0
-    for line in lines[1:]:
-        header = _HEADER_LINE.fullmatch(line)
-        if header is None:
-            raise HandshakeError(400, "malformed header line; expected: Name: value")
-        name = header[1].decode("ascii").lower()
-        value = header[2].decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        hosts += name == "host"
-    method, target, version = request.groups()
-    if version == b"1.1" and hosts != 1:
-        raise HandshakeError(400, "an HTTP/1.1 request needs exactly one Host header")
-    return RequestHead(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"),
-                       headers, data[end.end():])
-
-
-# --- handshake ---------------------------------------------------------------------------
-
-
-class HandshakeError(Exception):
-    """The upgrade request cannot be accepted; answer with `status` (400 or 426)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.status}: {self.message}"
-
-
-def accept_key(key: str) -> str:
-    """The Sec-WebSocket-Accept value for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1((key + _GUID).encode("ascii")).digest()).decode("ascii")
-
-
-def _tokens(value: str) -> set[str]:
-    """The lower-cased tokens of a comma-separated header value."""
-    return {token.strip().lower() for token in value.split(",")}
-
-
-def check_upgrade(method: str, http_version: str, headers: Mapping[str, str]) -> str:
-    """Validate a WebSocket upgrade request and return its Sec-WebSocket-Key; `headers` has
-    lower-cased names. Raises HandshakeError (426 for a bad version, else 400)."""
-    if method != "GET":
-        raise HandshakeError(400, "a WebSocket upgrade must be a GET")
-    if http_version != "1.1":
-        raise HandshakeError(
-            400, f"a WebSocket upgrade must use HTTP/1.1, not HTTP/{http_version}")
-    if "websocket" not in _tokens(headers.get("upgrade", "")):
-        raise HandshakeError(400, "the request needs an 'Upgrade: websocket' header")
-    if "upgrade" not in _tokens(headers.get("connection", "")):
-        raise HandshakeError(400, "the request needs a 'Connection: Upgrade' header")
-    version = headers.get("sec-websocket-version", "").strip()
-    if version != "13":
-        raise HandshakeError(
-            426, f"unsupported Sec-WebSocket-Version {version!r}: this server speaks 13")
-    key = headers.get("sec-websocket-key", "").strip()
-    if not key:
-        raise HandshakeError(400, "the request needs a Sec-WebSocket-Key header")
-    try:
-        nonce = base64.b64decode(key, validate=True)
-    except ValueError:  # binascii.Error, or a non-ASCII str
-        nonce = b""
-    if len(nonce) != 16:
-        raise HandshakeError(
-            400, "Sec-WebSocket-Key must be the base64 encoding of 16 random bytes")
-    return key
-
-
-def upgrade_response(key: str) -> bytes:
-    """The 101 response that accepts the upgrade whose Sec-WebSocket-Key is `key`."""
-    return (
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n\r\n"
-    )
-
-
-# --- server frames -----------------------------------------------------------------------
-
-
-def _valid_close_code(code: int) -> bool:
-    """Whether `code` may appear in a close frame (RFC 6455 §7.4 and the IANA registry)."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def close_frame(code: int | None, reason: str = "") -> bytes:
     """An unmasked close frame. 1005/1006/1015 (or None) send an empty payload; the reason
     is cut to 123 bytes at a character boundary. Any other invalid code is a ValueError."""
-    if code is None or code in _NO_WIRE_CODES:
+    if code is None or code in LOCAL_ONLY_CLOSE_CODES:
         return b"\x88\x00"
-    if not _valid_close_code(code):
+    if not valid_on_wire(code):
         raise ValueError(f"{code} is not a close code that may be sent")
     data = reason.encode("utf-8")
     if len(data) > MAX_CONTROL_PAYLOAD - 2:
@@ -268,7 +124,7 @@ class CloseReceived(_Event):
 Event: TypeAlias = TextMessage | BinaryMessage | Ping | Pong | CloseReceived
 
 
-class FrameError(Exception):
+class FrameError(RoomcastError):
     """The peer broke RFC 6455: close the connection with `code` (1002, 1007 or 1009) and
     `reason`. `events` holds what the same feed() completed before the violation."""
 
@@ -287,14 +143,14 @@ def _close_event(payload: bytes) -> CloseReceived:
     if not payload:
         return CloseReceived(None, "")
     if len(payload) == 1:
-        raise FrameError(1002, "a close payload must hold a 2-byte code")
+        raise FrameError(_PROTOCOL, "a close payload must hold a 2-byte code")
     code = (payload[0] << 8) | payload[1]
-    if not _valid_close_code(code):
-        raise FrameError(1002, f"close code {code} is not valid on the wire")
+    if not valid_on_wire(code):
+        raise FrameError(_PROTOCOL, f"close code {code} is not valid on the wire")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise FrameError(1007, "the close reason is not valid UTF-8") from None
+        raise FrameError(_NOT_UTF8, "the close reason is not valid UTF-8") from None
     return CloseReceived(code, reason)
 
 
@@ -374,7 +230,7 @@ class FrameReader:
                     ).to_bytes(n, "little").decode("utf-8"))
                 except UnicodeDecodeError:
                     self.close()
-                    raise FrameError(1007, "a text message is not valid UTF-8") from None
+                    raise FrameError(_NOT_UTF8, "a text message is not valid UTF-8") from None
                 self._messages += 1
                 return [message]
         elif self._opcode == _CLOSED:
@@ -390,7 +246,7 @@ class FrameReader:
             raise
         except UnicodeDecodeError:
             self.close()
-            error = FrameError(1007, "a text message is not valid UTF-8")
+            error = FrameError(_NOT_UTF8, "a text message is not valid UTF-8")
             error.events = events
             raise error from None
         if self._opcode == _CLOSED:
@@ -414,45 +270,46 @@ class FrameReader:
             b1 = data[pos + 1]
             opcode = b0 & 0x0F
             if b0 & 0x70:
-                raise FrameError(1002, "reserved bits must be 0: no extension was negotiated")
+                raise FrameError(_PROTOCOL, "reserved bits must be 0: no extension was negotiated")
             if not b1 & 0x80:
-                raise FrameError(1002, "client frames must be masked")
+                raise FrameError(_PROTOCOL, "client frames must be masked")
             length = b1 & 0x7F
             start = pos + 6
             if opcode & 0x08:
                 if opcode > 0x0A:
-                    raise FrameError(1002, f"unknown opcode {opcode:#x}")
+                    raise FrameError(_PROTOCOL, f"unknown opcode {opcode:#x}")
                 if not b0 & 0x80:
-                    raise FrameError(1002, "control frames must not be fragmented")
+                    raise FrameError(_PROTOCOL, "control frames must not be fragmented")
                 if length > MAX_CONTROL_PAYLOAD:
-                    raise FrameError(1002, "control frame payloads are at most 125 bytes")
+                    raise FrameError(_PROTOCOL, "control frame payloads are at most 125 bytes")
             else:
                 if opcode > 2:
-                    raise FrameError(1002, f"unknown opcode {opcode:#x}")
+                    raise FrameError(_PROTOCOL, f"unknown opcode {opcode:#x}")
                 if opcode:
                     if self._opcode:
                         raise FrameError(
-                            1002, "a new message started before the fragmented one finished")
+                            _PROTOCOL, "a new message started before the fragmented one finished")
                 elif not self._opcode:
-                    raise FrameError(1002, "a continuation frame without a message to continue")
+                    raise FrameError(_PROTOCOL,
+                                     "a continuation frame without a message to continue")
                 if length == 126:
                     if end_data - pos < 4:
                         break
                     length = (data[pos + 2] << 8) | data[pos + 3]
                     if length < 126:
-                        raise FrameError(1002, "payload length not minimally encoded")
+                        raise FrameError(_PROTOCOL, "payload length not minimally encoded")
                     start = pos + 8
                 elif length == 127:
                     if end_data - pos < 10:
                         break
                     length = int.from_bytes(data[pos + 2:pos + 10], "big")
                     if length >> 63:
-                        raise FrameError(1002, "64-bit payload length has its top bit set")
+                        raise FrameError(_PROTOCOL, "64-bit payload length has its top bit set")
                     if length < 0x10000:
-                        raise FrameError(1002, "payload length not minimally encoded")
+                        raise FrameError(_PROTOCOL, "payload length not minimally encoded")
                     start = pos + 14
                 if self._size + length > self._max:
-                    raise FrameError(1009, f"message larger than {self._max} bytes")
+                    raise FrameError(_TOO_BIG, f"message larger than {self._max} bytes")
             end = start + length
             if end > end_data:
                 break
