@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -15,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.cluster.conftest import RedisServer
 from tests.support import ServerProcess, make_token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,3 +112,22 @@ def open_own_page(browser: Browser, own_server: ServerProcess) -> Iterator[PageO
     opener = PageOpener(browser, own_server)
     yield opener
     opener.close()
+
+
+@pytest.fixture
+def redis_node(redis: RedisServer) -> Iterator[tuple[RedisServer, ServerProcess]]:
+    """A real redis-server and a `roomcast serve` process on it."""
+    node = ServerProcess("--backplane", redis.url)
+    try:
+        node.start()
+        yield redis, node
+    finally:
+        node.kill()
+
+
+def wait_ready(node: ServerProcess, ready: bool, timeout: float = 15.0) -> None:
+    """Poll /readyz (another process: nothing to await) until it says `ready`, bounded."""
+    deadline = time.monotonic() + timeout
+    while (node.api("GET", "/readyz")[0] == 200) != ready:
+        assert time.monotonic() < deadline, f"/readyz did not become {ready} in {timeout} s"
+        time.sleep(0.05)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
-import pytest
 import websockets.sync.client
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import UI_WAIT, PageOpener
+from tests.browser.conftest import UI_WAIT, PageOpener, wait_ready
 from tests.cluster.conftest import RedisServer
-from tests.support import ServerProcess, free_port, make_token
+from tests.support import ServerProcess, make_token
 
 GREEN = "rgb(31, 157, 85)"
 RED = "rgb(214, 64, 69)"
@@ -278,26 +275,6 @@ def test_after_a_refused_token_the_page_says_how_to_get_one_that_works(
 
 
 # ---------------------------------------------------------------- a replaced stream (§17)
-@pytest.fixture
-def redis_node() -> Iterator[tuple[RedisServer, ServerProcess]]:
-    """A real redis-server and a `roomcast serve` process on it."""
-    redis = RedisServer(free_port())
-    redis.start()
-    node = ServerProcess("--backplane", redis.url)
-    try:
-        node.start()
-        yield redis, node
-    finally:
-        node.kill()
-        redis.kill()
-
-
-def wait_ready(node: ServerProcess, ready: bool, timeout: float = 15.0) -> None:
-    """Poll /readyz (another process: nothing to await) until it says `ready`, bounded."""
-    deadline = time.monotonic() + timeout
-    while (node.api("GET", "/readyz")[0] == 200) != ready:
-        assert time.monotonic() < deadline, f"/readyz did not become {ready} in {timeout} s"
-        time.sleep(0.05)
 
 
 def test_after_redis_restarts_empty_the_page_says_the_stream_was_reset_and_shows_the_new_one(

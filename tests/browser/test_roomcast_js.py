@@ -5,14 +5,13 @@ the client's token function) against a real `roomcast serve` process."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import PageOpener
+from tests.browser.conftest import PageOpener, wait_ready
 from tests.cluster.conftest import RedisServer
-from tests.support import ServerProcess, TcpProxy, free_port
+from tests.support import ServerProcess, TcpProxy
 
 
 def status(page: Page) -> object:
@@ -220,26 +219,6 @@ def test_roomcast_js_takes_a_new_streams_offsets_after_a_reset_frame(
         "offset": 7, "epoch": "e-new"}
 
 
-@pytest.fixture
-def redis_node() -> Iterator[tuple[RedisServer, ServerProcess]]:
-    """A real redis-server and a `roomcast serve` process on it."""
-    redis = RedisServer(free_port())
-    redis.start()
-    node = ServerProcess("--backplane", redis.url)
-    try:
-        node.start()
-        yield redis, node
-    finally:
-        node.kill()
-        redis.kill()
-
-
-def wait_ready(node: ServerProcess, ready: bool, timeout: float = 15.0) -> None:
-    """Poll /readyz (another process: nothing to await) until it says `ready`, bounded."""
-    deadline = time.monotonic() + timeout
-    while (node.api("GET", "/readyz")[0] == 200) != ready:
-        assert time.monotonic() < deadline, f"/readyz did not become {ready} in {timeout} s"
-        time.sleep(0.05)
 
 
 def test_roomcast_js_gets_a_reset_and_the_whole_new_stream_after_redis_restarts_empty(

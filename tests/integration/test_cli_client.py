@@ -8,17 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 
 from roomcast.cli_client import reset_note
 from roomcast.client import Position, Reset
 from tests.cluster.conftest import RedisServer, cluster, wait_until
-from tests.support import WAIT, free_port, make_token, running_server, ws_url
+from tests.support import WAIT, make_token, running_server, ws_url
 
 START = 20.0  # a child Python starting on a busy machine
 BACK = 15.0  # seconds a node may take to notice Redis is back
@@ -174,21 +173,9 @@ async def test_the_client_without_a_token_says_how_to_get_one() -> None:
         assert await child.exit_code(START) == 2
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A real redis-server on a free port, killed (by PID) at the end."""
-    server = RedisServer(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 async def test_tail_says_when_a_rooms_stream_was_reset_and_prints_the_new_stream(
-    redis_server: RedisServer,
+    redis: RedisServer,
 ) -> None:
-    redis = redis_server
     async with cluster(redis, "n1") as (node,), roomcast_client(
         ws_url(node), "--token", token(), "tail", "r1"
     ) as child:
