@@ -1,7 +1,9 @@
 """JWT verification and room permissions (protocol §2): token in, Principal or AuthError out.
 
 Pure code: the only IO is reading the public-key PEM file once, in Authenticator(). Time
-checks use the `now` the caller passes, so tests can drive a mock clock.
+checks use the `now` the caller passes, so tests can drive a mock clock. With
+`jwt_jwks_url` (§14) the asymmetric keys come from `key_set`, which roomcast.jwks_fetch
+fills and replaces; until it has, such tokens are refused as `keys_unavailable`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.types import HashlibHash, Options
 
 from roomcast.errors import RoomcastError
+from roomcast.jwks import KeySet
 from roomcast.permissions import Principal, room_matches
 from roomcast.revocations import RevocationList
 from roomcast.settings import Settings, SettingsError
@@ -49,6 +52,8 @@ AUTH_ERROR_REASONS = frozenset(
         "bad_issuer",
         "bad_audience",
         "revoked",
+        "unknown_key",
+        "keys_unavailable",
     }
 )
 
@@ -187,23 +192,39 @@ cache holds at most 256 * 512 characters whatever headers clients send."""
 
 
 def _header_alg(segment: str) -> str | None:
-    """The `alg` of a well-formed header segment (as pyjwt reads it), else None. Nearly every
-    token of a deployment has the same header, so the answer is cached."""
+    """The `alg` of a well-formed header segment (as pyjwt reads it), else None."""
+    fields = _header_fields(segment)
+    return fields[0] if fields is not None else None
+
+
+def _header_fields(segment: str) -> tuple[str, str | None] | None:
+    """`alg` and `kid` of a well-formed header segment, else None. Nearly every token of a
+    deployment has one of very few headers, so the answer is cached."""
     if len(segment) > _MAX_CACHED_HEADER:
         return None
-    return _cached_header_alg(segment)
+    return _cached_header_fields(segment)
 
 
 @functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
-def _cached_header_alg(segment: str) -> str | None:
+def _cached_header_fields(segment: str) -> tuple[str, str | None] | None:
+    return _read_header_fields(segment + "..")
+
+
+def _read_header_fields(token: str) -> tuple[str, str | None] | None:
     try:
         # Empty payload and signature segments are valid base64url, so only the header can
         # fail here, with pyjwt's own checks (base64url, JSON object, kid, crit).
-        header = _HEADER_READER.get_unverified_header(segment + "..")
+        header = _HEADER_READER.get_unverified_header(token)
     except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
         return None
-    alg = header.get("alg")
-    return alg if isinstance(alg, str) else None
+    alg, kid = header.get("alg"), header.get("kid")
+    return (alg, kid if isinstance(kid, str) else None) if isinstance(alg, str) else None
+
+
+def _token_kid(token: str) -> str | None:
+    """The `kid` a token's header names (cached for usual headers), None for none."""
+    fields = _header_fields(token.partition(".")[0]) or _read_header_fields(token)
+    return fields[1] if fields is not None else None
 
 
 class _PreparedHMAC(HMACAlgorithm):
@@ -229,20 +250,25 @@ def _hmac_jwk(alg: str, secret: str) -> jwt.PyJWK:
 
 
 def _keys_by_algorithm(algorithms: Iterable[str], secret: str | None,
-                       public_key: _PublicKey | None, key_algorithms: frozenset[str]
-                       ) -> dict[str, jwt.PyJWK | _PublicKey]:
-    """alg -> the one key that alg may be checked with. HS* only ever get the secret and
-    asymmetric algorithms only the public key, which rules out algorithm confusion."""
-    keys: dict[str, jwt.PyJWK | _PublicKey] = {}
+                       public_key: _PublicKey | None, key_algorithms: frozenset[str],
+                       key_set_url: str | None = None
+                       ) -> dict[str, jwt.PyJWK | _PublicKey | None]:
+    """alg -> the one key that alg may be checked with (None: the key set's key the token
+    names). HS* only ever get the secret and asymmetric algorithms only the public key or
+    the set's keys, which rules out algorithm confusion."""
+    keys: dict[str, jwt.PyJWK | _PublicKey | None] = {}
     for alg in algorithms:
         if alg in _HMAC_ALGORITHMS:
             if secret is None:
                 raise SettingsError(f"jwt_algorithms: {alg} needs jwt_secret, which is not set")
             keys[alg] = _hmac_jwk(alg, secret)
+        elif alg in _ASYMMETRIC_ALGORITHMS and key_set_url is not None:
+            keys[alg] = None
         elif alg in _ASYMMETRIC_ALGORITHMS:
             if public_key is None:
                 raise SettingsError(
-                    f"jwt_algorithms: {alg} needs jwt_public_key, which is not set"
+                    f"jwt_algorithms: {alg} needs jwt_public_key or jwt_jwks_url, which are "
+                    "not set"
                 )
             if alg not in key_algorithms:
                 raise SettingsError(
@@ -259,16 +285,18 @@ class Authenticator:
     """Verifies client JWTs against the server's keys and settings (protocol §2)."""
 
     def __init__(self, settings: Settings) -> None:
-        """Reads jwt_secret / jwt_public_key (a PEM path, read here), the algorithm
-        allow-list, jwt_issuer, jwt_audience, jwt_leeway and default_rooms. Raises
+        """Reads jwt_secret / jwt_public_key (a PEM path, read here) / jwt_jwks_url, the
+        algorithm allow-list, jwt_issuer, jwt_audience, jwt_leeway and default_rooms. Raises
         SettingsError when no key is configured, the key file is unusable, or an allowed
         algorithm has no key it can be verified with."""
         secret = settings.jwt_secret or None
         key_path = settings.jwt_public_key or None
-        if secret is None and key_path is None:
+        key_set_url = settings.jwt_jwks_url or None
+        if secret is None and key_path is None and key_set_url is None:
             raise SettingsError(
-                "jwt_secret or jwt_public_key is required to verify tokens "
-                "(or start with --dev for a made-up development secret)"
+                "jwt_secret or jwt_public_key is required to verify tokens, or jwt_jwks_url "
+                "for an identity provider's keys (or start with --dev for a made-up "
+                "development secret)"
             )
         if secret is not None:
             try:
@@ -283,8 +311,15 @@ class Authenticator:
         if key_path is not None:
             public_key, key_algorithms = _load_public_key(key_path)
 
-        self._keys = _keys_by_algorithm(settings.algorithms, secret, public_key, key_algorithms)
+        self._keys = _keys_by_algorithm(settings.algorithms, secret, public_key, key_algorithms,
+                                        key_set_url)
         self.algorithms: tuple[str, ...] = tuple(self._keys)
+        self.key_set_algorithms = tuple(alg for alg, key in self._keys.items() if key is None)
+        """The algorithms verified with `key_set` (those of jwt_jwks_url)."""
+        self.key_set: KeySet | None = None
+        """The identity provider's keys, set and replaced by roomcast.jwks_fetch."""
+        self.on_unknown_key: Callable[[], None] | None = None
+        """Called when a token names a key the set does not hold: asks for a refetch."""
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = float(settings.jwt_leeway)
@@ -321,8 +356,35 @@ class Authenticator:
             # Refusals read the whole token as before, so a bad payload or signature segment
             # still reports `malformed` ahead of the header's problem.
             alg = self._header_algorithm(token)
-        payload = self._decode(token, alg)
+        key = self._keys[alg]
+        if key is None:
+            key = self._key_from_set(token)
+        payload = self._decode(token, alg, key)
         return self._principal(payload, now, revoked)
+
+    def _key_from_set(self, token: str) -> jwt.PyJWK:
+        """The key set's key that the token's `kid` names (pyjwt then checks that `alg` is
+        the key's own), or AuthError: no set yet, or no such key (a refetch is asked for)."""
+        if self.key_set is None:
+            raise AuthError("keys_unavailable", "the identity provider's keys have not been "
+                            "fetched yet; try again later")
+        key = self.key_set.select(_token_kid(token))
+        if key is None:
+            if self.on_unknown_key is not None:
+                self.on_unknown_key()
+            raise AuthError("unknown_key", "the token's key (kid) is not in the identity "
+                            "provider's key set")
+        return key
+
+    def key_missing(self, token: str | None) -> bool:
+        """True when verifying this token needs a key the key set does not hold (or there is
+        no set yet): a fetch may help. False for tokens that fail for any other reason."""
+        if not token or not self.key_set_algorithms or not token.isascii():
+            return False
+        fields = _header_fields(token.partition(".")[0]) or _read_header_fields(token)
+        if fields is None or self._keys.get(fields[0], False) is not None:
+            return False
+        return self.key_set is None or self.key_set.select(fields[1]) is None
 
     def _header_algorithm(self, token: str) -> str:
         """The header's `alg`, after checking it against the allow-list ourselves. The
@@ -341,12 +403,12 @@ class Authenticator:
             raise AuthError("algorithm_not_allowed", f"algorithm {shown} is not allowed")
         return alg
 
-    def _decode(self, token: str, alg: str) -> dict[str, Any]:
+    def _decode(self, token: str, alg: str, key: jwt.PyJWK | _PublicKey) -> dict[str, Any]:
         """Signature, iss and aud checked by pyjwt, with only `alg` and its own key."""
         try:
             payload: dict[str, Any] = self._jwt.decode(
                 token,
-                self._keys[alg],
+                key,
                 algorithms=[alg],
                 issuer=self._issuer,
                 audience=self._audience,

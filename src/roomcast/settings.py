@@ -7,6 +7,7 @@ Every name is the contract's (protocol §10): the TOML key, `--flag-with-dashes`
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import platform
@@ -61,6 +62,8 @@ class Settings:
     backplane: str = "memory"
     shutdown_grace: float = 10.0
     log_format: str = "text"
+    jwt_jwks_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
     # Beyond the contract's table; documented in docs/configuration.md.
     handshake_timeout: float = 5.0
     write_timeout: float = 10.0
@@ -79,10 +82,11 @@ class Settings:
 
     @property
     def algorithms(self) -> tuple[str, ...]:
-        """The allowed JWT algorithms: configured, or HS256 (RS256 with a public key)."""
+        """The allowed JWT algorithms: configured, or HS256 (RS256 with a public key or a
+        key set)."""
         if self.jwt_algorithms:
             return self.jwt_algorithms
-        return ("RS256",) if self.jwt_public_key else ("HS256",)
+        return ("RS256",) if self.jwt_public_key or self.jwt_jwks_url else ("HS256",)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
@@ -144,6 +148,29 @@ def _validate(s: Settings) -> None:
             )
     if s.rate_burst < 1:
         raise SettingsError("rate_burst must be at least 1")
+    _validate_section_14(s)
+
+
+def _validate_section_14(s: Settings) -> None:
+    """jwt_jwks_url and trusted_proxies (protocol §14)."""
+    if s.jwt_jwks_url is not None:
+        if not s.jwt_jwks_url.startswith(("https://", "http://")):
+            raise SettingsError(
+                f"jwt_jwks_url must be an https:// (or http://) URL, got {s.jwt_jwks_url!r}"
+            )
+        if s.jwt_public_key:
+            raise SettingsError(
+                "jwt_public_key and jwt_jwks_url are both set: keep the one that holds "
+                "your identity provider's keys"
+            )
+    for entry in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"trusted_proxies: {entry!r} is not an address or a CIDR range "
+                "(write it like 10.0.0.7, 10.0.0.0/8 or 2001:db8::/32)"
+            ) from None
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -187,6 +214,13 @@ DOCS: dict[str, tuple[str, str]] = {
     "shutdown_grace": ("`10`", "on SIGTERM/SIGINT, close every connection with 1001 spread "
                        "over at most this many seconds (`--dev`: `1` unless set)"),
     "log_format": ("`text`", "`text` or `json`"),
+    "jwt_jwks_url": ("none", "URL of a JSON Web Key Set (an identity provider's keys): "
+                     "tokens are verified with the key their `kid` names; fetched at start, "
+                     "again for an unknown `kid` (at most once per 30 s) and every 10 "
+                     "minutes; a failed fetch keeps the last good set"),
+    "trusted_proxies": ("empty", "addresses and CIDR ranges of proxies, comma-separated: "
+                        "from them, the client's address is the rightmost untrusted one in "
+                        "`X-Forwarded-For` (or `Forwarded: for=`)"),
     "handshake_timeout": ("`5`", "seconds to read a request head, finish a WebSocket "
                           "handshake or a close handshake"),
     "write_timeout": ("`10`", "seconds a socket may take no bytes while frames wait for it "

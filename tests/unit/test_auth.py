@@ -485,7 +485,7 @@ def test_the_header_cache_does_not_carry_one_allow_list_to_another() -> None:
 
 
 def test_the_header_cache_stays_bounded(auth: Authenticator) -> None:
-    cache = auth_module._cached_header_alg
+    cache = auth_module._cached_header_fields
     cache.cache_clear()
     for i in range(2 * auth_module._HEADER_CACHE_SIZE):
         token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": f"key-{i}"})

@@ -15,7 +15,7 @@ PACKAGE = SRC / "roomcast"
 PURE = ("roomcast.core", "roomcast.codes", "roomcast.errors", "roomcast.protocol",
         "roomcast.auth", "roomcast.limits", "roomcast.history", "roomcast.rooms",
         "roomcast.streams", "roomcast.websocket", "roomcast.metrics", "roomcast.settings",
-        "roomcast.permissions", "roomcast.revocations")
+        "roomcast.permissions", "roomcast.revocations", "roomcast.jwks", "roomcast.proxies")
 ACTORS_AND_EDGE = ("roomcast.backplane", "roomcast.router", "roomcast.server",
                    "roomcast.frontdoor", "roomcast.connection", "roomcast.transport",
                    "roomcast.mailbox", "roomcast.http", "roomcast.client", "roomcast.cli",
