@@ -153,7 +153,7 @@ class Router:
 
     async def handle(self, peer: Peer, text: str) -> None:
         """Execute one text frame from a connection; every command gets one reply."""
-        await self._perform(self.core.command(peer, text, trio.current_time()), peer)
+        await self._perform(self.core.command(peer, text, trio.current_time()))
         self._rewake()  # a refresh may have moved a token's expiry
 
     def control_frame(self, peer: Peer, pong: bool = False) -> None:
@@ -170,27 +170,30 @@ class Router:
         self._send(peer, frame)
 
     # ------------------------------------------------------------ performing effects
-    async def _perform(self, effects: Effects, peer: Peer | None = None) -> None:
+    async def _perform(self, effects: Effects) -> None:
         """Perform effects in order; `Ask` and `RunCommand` are the await points."""
         for effect in effects:
             kind = type(effect)
             if kind is Ask:
-                await self._ask(effect, peer)  # type: ignore[arg-type]
+                await self._ask(effect)  # type: ignore[arg-type]
             elif kind is RunCommand:
                 await self._run_command(effect)  # type: ignore[arg-type]
             else:
                 self._perform_now((effect,))
 
-    async def _ask(self, ask: Ask, peer: Peer | None) -> None:
+    async def _ask(self, ask: Ask) -> None:
         try:
             answer = await getattr(self.backplane, ask.method)(*ask.args)
         except BackplaneUnavailable as exc:
-            if ask.unavailable is None:
-                raise
-            await self._perform(ask.unavailable(exc), peer)
+            if ask.unavailable is not None:
+                await self._perform(ask.unavailable(exc))
+            else:  # bookkeeping the backplane redoes when it is back (watching a room)
+                self.metrics.drops[f"backplane_{ask.method}"] += 1
+                event("backplane request failed", logging.WARNING, request=ask.method,
+                      error=str(exc))
             return
         if ask.then is not None:
-            await self._perform(ask.then(answer), peer)
+            await self._perform(ask.then(answer))
 
     async def _run_command(self, run: RunCommand) -> None:
         handler = self.commands[run.name]
