@@ -23,6 +23,7 @@ from roomcast.codes import CloseCode
 from roomcast.connection import Connection
 from roomcast.core import Refused
 from roomcast.log import LogThrottle, event, throttled_event
+from roomcast.proxies import client_address, trusted_networks
 from roomcast.router import Router
 from roomcast.settings import Settings
 
@@ -117,6 +118,11 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
         router.metrics.refused["bad_handshake"] += 1
         await _plain_answer(stream, 400, p.encode({"error": "bad_request", "message": message}))
         return None
+    if settings.trusted_proxies:  # §14: from a trusted proxy, the client it names
+        client = client_address(remote_ip, head.headers,
+                                trusted_networks(settings.trusted_proxies))
+        if client != remote_ip:
+            remote, remote_ip = f"{client} via {remote}", client
     if not _is_upgrade(head):
         if head.method == "GET" and _path(head) == "/healthz":
             await _plain_answer(stream, 200, b'{"status": "ok"}')
@@ -144,6 +150,7 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
         await _plain_answer(stream, exc.status, body,
                             "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
         return None
+    await router.await_key(_token(head))  # §14: a refetch for a key the set lacks
     async with door.gate:  # the costly part: at most max_handshakes at once
         decided = _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip,
                          door)
@@ -171,7 +178,9 @@ def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer
         principal = router.authenticate(_token(head))
     except AuthError as exc:
         door.refused(exc.reason, remote=remote, detail=str(exc))
-        return Refusal(answer, CloseCode.UNAUTHORIZED, str(exc)[:120])
+        code = (CloseCode.TRY_AGAIN_LATER if exc.reason == "keys_unavailable"  # §14
+                else CloseCode.UNAUTHORIZED)
+        return Refusal(answer, code, str(exc)[:120])
     try:
         if door.draining:
             raise Refused(CloseCode.GOING_AWAY, "server shutting down", "draining")

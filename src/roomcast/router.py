@@ -42,6 +42,7 @@ from roomcast.core import (
     RunCommand,
     Send,
 )
+from roomcast.jwks_fetch import KeySetFetcher
 from roomcast.log import event
 from roomcast.metrics import Metrics
 from roomcast.settings import Settings
@@ -80,6 +81,8 @@ class Router:
         self.commands: dict[str, CommandHandler] = {}
         self.server: Serving | None = None  # attached by roomcast.open_router
         self._wake: trio.CancelScope | None = None
+        self.keys = (KeySetFetcher(settings.jwt_jwks_url, self.core.authenticator)
+                     if settings.jwt_jwks_url else None)  # jwt_jwks_url's keys (§14)
         self.core.wall_base = time.time() - time.monotonic()
 
     @property
@@ -93,13 +96,16 @@ class Router:
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The Router's own tasks: the backplane's receiver and the one sweeper."""
+        """The Router's own tasks: the backplane's receiver, the one sweeper and, with
+        jwt_jwks_url, the key set's fetcher."""
         now = trio.current_time()
         self.core.wall_base = time.time() - now
         self.core.deadlines.restart(now)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.backplane.run, self)
             nursery.start_soon(self._sweeper)
+            if self.keys is not None:
+                nursery.start_soon(self.keys.run)
             task_status.started()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -139,6 +145,12 @@ class Router:
     def authenticate(self, token: str | None) -> Principal:
         """Verify a handshake's token (counting failures by reason); AuthError if refused."""
         return self.core.authenticate(token, trio.current_time())
+
+    async def await_key(self, token: str | None) -> None:
+        """With jwt_jwks_url: before `authenticate`, a token naming a key the set lacks
+        waits (2 s at most) for a refetch that may bring it."""
+        if self.keys is not None:
+            await self.keys.await_key(token)
 
     def admit(self, principal: Principal, remote: str, remote_ip: str) -> tuple[Peer, bytes]:
         """Admit a connection within the limits, or raise Refused: its record in the core
