@@ -76,6 +76,7 @@ class Settings:
     message_timeout: float = 5.0
     max_held_bytes: int = 64 * 1024 * 1024
     log_throttle_interval: float = 10.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -98,7 +99,7 @@ _POSITIVE = {
     "max_connections", "max_subscriptions", "max_pending", "heartbeat_interval",
     "heartbeat_timeout", "handshake_timeout", "write_timeout", "idempotency_window",
     "idempotency_max_keys", "max_binary_frames", "max_handshakes", "message_timeout",
-    "max_held_bytes", "log_throttle_interval",
+    "max_held_bytes", "log_throttle_interval", "workers",
 }
 _NON_NEGATIVE = {
     "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
@@ -137,9 +138,15 @@ def _validate(s: Settings) -> None:
         raise SettingsError(
             f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"
         )
-    if s.backplane != "memory" and not s.backplane.startswith(("redis://", "rediss://")):
+    if s.backplane != "memory" and not s.backplane.startswith(
+            ("redis://", "rediss://", "redis+sentinel://")):
         raise SettingsError(
-            f"backplane must be 'memory' or 'redis://HOST:PORT/DB', got {s.backplane!r}"
+            "backplane must be 'memory', 'redis://HOST:PORT/DB' or "
+            f"'redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/DB', got {s.backplane!r}"
+        )
+    if s.workers > 1 and s.backplane == "memory":
+        raise SettingsError(
+            f"workers = {s.workers} needs a shared backplane: add --backplane redis://HOST:PORT/DB"
         )
     for alg in s.jwt_algorithms:
         if alg not in _KNOWN_ALGORITHMS:
@@ -210,7 +217,9 @@ DOCS: dict[str, tuple[str, str]] = {
     "history_ttl": ("`300`", "seconds a message is kept; `0` = no history"),
     "presence_ttl": ("`60`", "seconds a node's presence entries live without renewal "
                      "(Redis backplane)"),
-    "backplane": ("`memory`", "`memory` or `redis://HOST:PORT/DB`"),
+    "backplane": ("`memory`", "`memory`, `redis://HOST:PORT/DB` or "
+                  "`redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/DB` (Sentinel: the "
+                  "master is asked of the sentinels on every connection)"),
     "shutdown_grace": ("`10`", "on SIGTERM/SIGINT, close every connection with 1001 spread "
                        "over at most this many seconds (`--dev`: `1` unless set)"),
     "log_format": ("`text`", "`text` or `json`"),
@@ -245,12 +254,14 @@ DOCS: dict[str, tuple[str, str]] = {
                        "messages; over it, the connection holding the most is closed with 1013"),
     "log_throttle_interval": ("`10`", "seconds between log lines of one kind of refused "
                               "handshake; the next line says how many were not logged"),
+    "workers": ("`1`", "processes serving the same ports (`SO_REUSEPORT`), supervised by a "
+                "parent that restarts a dead one; more than 1 needs a Redis backplane"),
 }
 #: Settings beyond the contract's table (protocol §10), marked so in the reference.
 BEYOND_CONTRACT = frozenset({"handshake_timeout", "write_timeout", "idempotency_window",
                              "idempotency_max_keys", "max_binary_frames", "log_level",
                              "mailbox", "max_handshakes", "message_timeout",
-                             "max_held_bytes", "log_throttle_interval"})
+                             "max_held_bytes", "log_throttle_interval", "workers"})
 
 
 def flag(name: str) -> str:
