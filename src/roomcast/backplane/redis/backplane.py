@@ -20,7 +20,7 @@ from typing import Any, cast
 import coredis
 import msgspec
 import trio
-from coredis.connection import BaseConnection
+from coredis.connection import BaseConnection, TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from roomcast.backplane.base import (
@@ -56,6 +56,9 @@ from roomcast.backplane.redis.scripts import (
     REAP,
     REVOKE,
 )
+from roomcast.backplane.redis.sentinel import SCHEME as SENTINEL_SCHEME
+from roomcast.backplane.redis.sentinel import SentinelURL, locate
+from roomcast.backplane.redis.sentinel import parse as parse_sentinel_url
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
 from roomcast.protocol import MessageTemplate
@@ -94,8 +97,15 @@ class RedisBackplane(Reader, Presence, Backplane):
         self.instance = f"{settings.node}#{secrets.token_hex(3)}"
         client_name = "".join(c if c.isalnum() or c in "-_.:#" else "_" for c in self.instance)
         self._client_name = client_name
-        pool = _read_url(settings.backplane, self.command_timeout)
+        url = settings.backplane
+        self._sentinel: SentinelURL | None = None
+        if url.startswith(SENTINEL_SCHEME):
+            self._sentinel = parse_sentinel_url(url)
+            url = self._sentinel.master_url(*self._sentinel.sentinels[0])  # replaced later
+        pool = _read_url(url, self.command_timeout)
         self.where = str(pool.location)
+        if self._sentinel is not None:
+            self.where = f"master {self._sentinel.master!r} (not located yet)"
         self._location = pool.location
         self._connection_class: Any = pool.connection_class
         self._conn_kwargs = {k: v for k, v in pool.connection_kwargs.items()
@@ -121,6 +131,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._dirty: set[tuple[str, str]] = set()
         self._inflight: set[tuple[str, str]] = set()
         self._revoked_seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[bytes, int]] = {}  # room -> highest (epoch, offset) heard
         self._kick = trio.Event()
         self._first_attempt = trio.Event()
         self._registered = False  # the heartbeat has put this node in rc:nodes
@@ -133,6 +144,8 @@ class RedisBackplane(Reader, Presence, Backplane):
         self.resets = 0  # sink.reset calls: streams replaced, or gaps history could not fill
         self.reconnects = 0
         self.sessions = 0  # times the node became ready
+        self.fenced = 0  # streams ended because Redis was behind what this node saw
+        self.failovers = 0  # sessions on another master than the one before (Sentinel)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -199,12 +212,16 @@ class RedisBackplane(Reader, Presence, Backplane):
         """One life of the two connections (pub/sub, commands): subscribe to every watched
         room and the control channel, catch up on what was missed, then deliver until
         either connection fails."""
+        if self._sentinel is not None:
+            await self._locate(self._sentinel)
         sub, cmd = self._connection("sub"), self._connection("cmd")
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(self._lifeline, sub, nursery.cancel_scope)
                 await nursery.start(self._lifeline, cmd, nursery.cancel_scope)
+                if self._sentinel is not None:
+                    await self._check_master(cmd)
                 self._sub, self._cmd = sub, cmd
                 await self._resume(sink, sub)
                 nursery.start_soon(self._keepalive, sub)
@@ -221,6 +238,27 @@ class RedisBackplane(Reader, Presence, Backplane):
         if failure is not None:
             raise failure
         raise RedisConnectionError(self.down_reason or "the connection to Redis closed")
+
+    async def _locate(self, url: SentinelURL) -> None:
+        """Ask the sentinels where the master is now; this session connects there."""
+        host, port = await locate(url, self.command_timeout)
+        location = TCPLocation(host, port)
+        if location != self._location and self.sessions:
+            self.failovers += 1
+            log_event("redis master moved", 30, master=url.master,
+                      old=str(self._location), new=str(location))
+        self._location = location
+        self.where = f"{location} (master {url.master!r})"
+
+    async def _check_master(self, conn: BaseConnection) -> None:
+        """Fail the session unless the server is a master (a sentinel may name a master
+        that has just been demoted, and a demoted master answers reads)."""
+        with trio.fail_after(self.command_timeout):
+            reply = await conn.create_request(b"ROLE")
+        role = bytes(cast(list[Any], reply)[0]).decode(errors="replace")
+        if role != "master":
+            self.down_reason = f"{self.where} is a {role} now; asking the sentinels again"
+            raise RedisConnectionError(self.down_reason)
 
     async def _lifeline(self, conn: BaseConnection, session: trio.CancelScope, *,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -240,6 +278,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         await self._ping(conn)
         for _, st in rooms:
             st.subscribed.set()
+        await self._fence(self._floors())
         await self._catch_up(sink, rooms)
         await self._sync_revocations(sink)
         sink.resumed()  # after the catch-up: offsets may start over from here on
@@ -260,9 +299,12 @@ class RedisBackplane(Reader, Presence, Backplane):
         while True:
             await trio.sleep(self.keepalive_interval)
             try:
-                await self._ping(conn)
+                if self._sentinel is not None and conn is self._cmd:
+                    await self._check_master(conn)  # a demoted master ends the session
+                else:
+                    await self._ping(conn)
             except FAILURES as exc:
-                self.down_reason = f"no answer to PING ({describe(exc)})"
+                self.down_reason = self.down_reason or f"no answer to PING ({describe(exc)})"
                 conn.invalidate()
                 return
 
@@ -291,12 +333,14 @@ class RedisBackplane(Reader, Presence, Backplane):
         self, room: str, template: MessageTemplate, event: str | None,
         idempotency_key: str | None = None,
     ) -> PublishResult:
+        seen_epoch, seen_offset = self._floor(room)
         try:
             reply = await self._call(PUBLISH, room_keys(room), [
                 room_channel(room), template.head, template.tail, _json_encode(event),
                 "" if idempotency_key is None else "=" + idempotency_key,  # "" is a key too
                 new_epoch(), self._size, self._httl_ms,
                 self._window_ms, self.settings.idempotency_max_keys, self._room_ttl_ms,
+                seen_epoch, seen_offset,
             ])
         except BackplaneUnavailable as exc:
             if "did not answer" in str(exc):
@@ -304,7 +348,9 @@ class RedisBackplane(Reader, Presence, Backplane):
                     f"{exc}; the message may or may not have been published: retry with "
                     "the same idempotency_key") from exc
             raise
-        return PublishResult(int(reply[0]), bytes(reply[1]).decode(), bool(reply[2]))
+        offset, epoch = int(reply[0]), bytes(reply[1])
+        self._saw(room, epoch, offset)
+        return PublishResult(offset, epoch.decode(), bool(reply[2]))
 
     async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
         st = self._watched.get(room)
@@ -316,6 +362,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             args[2], args[3] = since[0], since[1]
         reply = cast(list[Any], await self._call(POSITION, room_keys(room), args))
         offset, epoch = int(reply[0]), bytes(reply[1])
+        self._saw(room, epoch, offset)
         st = self._watched.get(room)
         if st is not None and st.last is None:
             st.epoch, st.last = epoch, offset  # messages up to here reach nobody new
@@ -401,6 +448,9 @@ class RedisBackplane(Reader, Presence, Backplane):
             "lost": self.lost,
             "resets": self.resets,
             "reconnects": self.reconnects,
+            "fenced": self.fenced,
+            "failovers": self.failovers,
+            "redis": self.where,
         }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import trio
 from coredis.connection import BaseConnection
 from coredis.exceptions import ConnectionError as RedisConnectionError
-from coredis.exceptions import RedisError
+from coredis.exceptions import ReadOnlyError, RedisError
 
 from roomcast.backplane.base import BackplaneUnavailable
 from roomcast.backplane.redis.scripts import Script, evalsha
@@ -66,4 +66,8 @@ class Commands:
                 f"redis at {self.where} did not answer within {self.command_timeout:g} s"
             ) from exc
         except FAILURES as exc:
+            if isinstance(exc, ReadOnlyError) and self._cmd is not None:
+                # A replica now (failed over): end the session, find the master again.
+                self.down_reason = f"{self.where} became a replica"
+                self._cmd.invalidate()
             raise BackplaneUnavailable(f"redis at {self.where}: {describe(exc)}") from exc

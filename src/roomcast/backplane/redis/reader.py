@@ -12,6 +12,14 @@ the epoch changed makes the node read the new stream from its start in history a
 `sink.reset` first: delivery goes on after offset 0, or after the last offset no longer held
 with `missed` saying so. A gap in the same stream that history can no longer fill is
 announced the same way (same epoch, `missed` = the gap) before what follows it.
+
+An epoch and an offset never name two messages (§16, §17). A Redis that lost acknowledged
+writes (a failover to a replica that had not received them, a restart from an old
+snapshot) keeps the room's epoch with a counter behind what nodes saw. Each node remembers
+the highest (epoch, offset) it saw per room: every publish carries it (the script ends the
+epoch before assigning an offset when the counter is behind), and each new session first
+ends the epoch of every remembered room whose counter is behind (`_fence`), before the node
+becomes ready. Messages of an epoch this node has left behind are dropped.
 """
 
 from __future__ import annotations
@@ -35,11 +43,12 @@ from roomcast.backplane.redis.keys import (
     room_keys,
     strip_time,
 )
-from roomcast.backplane.redis.scripts import HISTORY, OFFSETS, REVOCATIONS
+from roomcast.backplane.redis.scripts import FENCE, HISTORY, OFFSETS, REVOCATIONS
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
 
 _MISSING: Any = object()
+_SEEN_MAX = 100_000  # rooms whose highest offset a node remembers (oldest forgotten first)
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +58,7 @@ class WatchedRoom:
     channel: bytes
     epoch: bytes | None = None
     last: int | None = None
+    retired: bytes | None = None  # the epoch before `epoch`: its late messages are dropped
     subscribed: trio.Event = field(default_factory=trio.Event)
 
 
@@ -66,6 +76,8 @@ class Reader(Commands):
     filled: int
     lost: int
     resets: int
+    fenced: int
+    _seen: dict[str, tuple[bytes, int]]
 
     async def _read(self, sink: Sink, conn: BaseConnection) -> None:
         control = CONTROL_CHANNEL.encode()
@@ -91,6 +103,9 @@ class Reader(Commands):
                 if event is _MISSING:
                     event = self._event(event_raw)
                 if st.last is not None and (st.epoch != epoch or offset > st.last + 1):
+                    if epoch == st.retired:
+                        self.duplicates += 1  # published before the stream was replaced
+                        continue
                     await self._sync(sink, room, st, epoch, offset - 1)
                 self._accept(sink, room, st, offset, epoch, data[nl + 1:], event)
             elif data[:1] == b"p":
@@ -153,6 +168,8 @@ class Reader(Commands):
         """Tell the room's subscribers that delivery goes on after `offset` of stream
         `epoch`, and what they will never get of it (`missed`); counted and logged once."""
         old = st.epoch
+        if old != epoch:
+            st.retired = old
         st.epoch, st.last = epoch, offset
         self.resets += 1
         if missed is not None:
@@ -163,6 +180,53 @@ class Reader(Commands):
                   epoch=epoch.decode(errors="replace"), offset=offset,
                   missed=None if missed is None else f"{missed[0]}-{missed[1]}")
         sink.reset(room, epoch.decode(errors="replace"), offset, missed)
+
+    def _saw(self, room: str, epoch: bytes, offset: int) -> None:
+        """Remember the highest offset heard of in the room's stream `epoch`."""
+        seen = self._seen.get(room)
+        if seen is not None and seen[0] == epoch and seen[1] >= offset:
+            return
+        self._seen[room] = (epoch, offset)
+        if len(self._seen) > _SEEN_MAX:
+            for old in list(self._seen)[:_SEEN_MAX // 2]:
+                del self._seen[old]
+
+    def _floor(self, room: str) -> tuple[bytes, int]:
+        """The (epoch, offset) Redis must not be behind of in `room` (b"", 0: none known)."""
+        seen = self._seen.get(room)
+        st = self._watched.get(room)
+        if (st is not None and st.epoch is not None and st.last is not None
+                and (seen is None or seen[0] != st.epoch or seen[1] < st.last)):
+            return st.epoch, st.last
+        return seen if seen is not None else (b"", 0)
+
+    def _floors(self) -> list[tuple[str, bytes, int]]:
+        """Every room with a known floor (watched rooms, then the others heard of)."""
+        rooms = set(self._seen) | {r for r, st in self._watched.items() if st.last is not None}
+        return [(room, *self._floor(room)) for room in rooms]
+
+    async def _fence(self, floors: list[tuple[str, bytes, int]]) -> None:
+        """End the stream of every room whose Redis counter is behind what this node saw
+        under the same epoch (acknowledged writes were lost): a new epoch, offset 0, empty
+        history; the catch-up then resets the room's subscribers. Runs before the node is
+        ready, so this node never assigns an offset twice in one epoch."""
+        for i in range(0, len(floors), CHUNK):
+            chunk = floors[i:i + CHUNK]
+            keys = [k for room, _, _ in chunk for k in room_keys(room)]
+            args: list[Any] = [new_epoch(), self._room_ttl_ms]
+            for _, epoch, offset in chunk:
+                args += [epoch, offset]
+            reply = cast(list[Any], await self._exec(FENCE, keys, args))
+            for j, (room, epoch, offset) in enumerate(chunk):
+                now, ended = int(reply[3 * j]), int(reply[3 * j + 2])
+                if not ended:
+                    continue
+                self.fenced += 1
+                new = bytes(reply[3 * j + 1])
+                self._seen[room] = (new, now)
+                log_event("redis was behind this node: the room's stream ends here", 30,
+                          room=room, epoch=epoch.decode(errors="replace"), seen=offset,
+                          redis_offset=now, new_epoch=new.decode(errors="replace"))
 
     async def _catch_up(self, sink: Sink, rooms: list[tuple[str, WatchedRoom]]) -> None:
         """After a reconnect: deliver what was published while pub/sub was down, after a

@@ -14,6 +14,16 @@ local function open_room(new_epoch, ttl)
   redis.call('SET', KEYS[1], 0, 'PX', ttl)
   return new_epoch, 0
 end
+-- A counter behind the offset a node saw under the same epoch means Redis lost acknowledged
+-- writes (failover, old snapshot): end the stream (new epoch, empty) rather than assign an
+-- offset of that epoch twice.
+local function fence(epoch, offset, seen_epoch, seen_offset, new_epoch, ttl)
+  if epoch ~= seen_epoch or offset >= tonumber(seen_offset) then return epoch, offset end
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  redis.call('SET', KEYS[2], new_epoch, 'PX', ttl)
+  redis.call('SET', KEYS[1], 0, 'PX', ttl)
+  return new_epoch, 0
+end
 -- Drop history entries older than httl ms (the list is oldest first).
 local function prune(now, httl)
   while true do

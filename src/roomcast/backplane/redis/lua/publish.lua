@@ -1,9 +1,11 @@
 -- KEYS o e h k kt; ARGV channel head tail event idem new_epoch size httl window max_keys ttl
+-- seen_epoch seen_offset (the highest this node saw in the room, "" 0 for none)
 -- (idem is "" for none, else "=" followed by the key)
 -- (lib.lua is put in front of this script when it is loaded)
 local now = now_ms()
 local ttl = tonumber(ARGV[11])
 local epoch, offset = open_room(ARGV[6], ttl)
+epoch, offset = fence(epoch, offset, ARGV[12], ARGV[13], ARGV[6], ttl)
 local idem = ARGV[5]
 local window = tonumber(ARGV[9])
 if idem ~= '' then

@@ -1,0 +1,153 @@
+"""Sentinel-managed Redis (protocol §16): nodes find the master through the sentinels, and
+after the master is killed under load they find the new one, resubscribe and catch up; no
+acknowledged message is lost or duplicated under an unchanged epoch, and an epoch and an
+offset never name two messages. A Redis that comes back behind what nodes saw (writes
+lost) ends the room's epoch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from roomcast.backplane import BackplaneUnavailable
+from roomcast.router import Router
+from tests.cluster.conftest import wait_until
+from tests.cluster.sentinels import SentinelSet, command, server
+from tests.support import Client, connect, free_port, running_server
+
+FAILOVER = 30.0  # seconds a failover and the nodes' reconnection may take on a busy machine
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
+    topology = SentinelSet(tmp_path)
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.kill()
+
+
+class Publisher:
+    """Publishes n = 0, 1, 2... into a room as fast as answers come back; records each
+    acknowledged (epoch, offset) and how long publishes failed."""
+
+    def __init__(self, node: Router, room: str) -> None:
+        self.node, self.room = node, room
+        self.acked: dict[tuple[str, int], int] = {}  # (epoch, offset) -> n
+        self.failed = 0
+        self.first_failure: float | None = None
+        self.outage = 0.0  # seconds from the first failure to the next success
+
+    async def run(self, stop: trio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                result = await self.node.publish_message(self.room, {"n": n})
+            except BackplaneUnavailable:
+                self.failed += 1
+                if self.first_failure is None:
+                    self.first_failure = time.monotonic()
+                await trio.sleep(0.01)
+                continue
+            if self.first_failure is not None and not self.outage:
+                self.outage = time.monotonic() - self.first_failure
+            key = (result.epoch, result.offset)
+            assert key not in self.acked, f"{key} named two messages: {self.acked[key]}, {n}"
+            self.acked[key] = n
+            n += 1
+
+
+async def read_feed(client: Client, room: str, epoch: str, until: trio.Event,
+                    got: list[tuple[str, int, int]], resets: list[dict[str, Any]]) -> None:
+    """Collect (epoch, offset, n) of every message, following reset frames."""
+    while True:
+        frame = await client.recv(timeout=FAILOVER)
+        if frame.get("room") != room:
+            continue
+        if frame["type"] == "reset":
+            resets.append(frame)
+            epoch = frame["epoch"]
+        elif frame["type"] == "message":
+            got.append((epoch, frame["offset"], frame["data"]["n"]))
+            if until.is_set():
+                return
+
+
+async def test_killing_the_master_under_load_loses_nothing_acknowledged(
+    sentinels: SentinelSet,
+) -> None:
+    url = sentinels.url
+    async with running_server(backplane=url, node="a") as a, \
+            running_server(backplane=url, node="b") as b, connect(b, sub="u") as u:
+        await wait_until(lambda: a.ready and b.ready)
+        epoch = (await u.subscribe("feed"))["rooms"]["feed"]["epoch"]
+        publisher = Publisher(a, "feed")
+        stop, caught_up = trio.Event(), trio.Event()
+        got: list[tuple[str, int, int]] = []
+        resets: list[dict[str, Any]] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publisher.run, stop)
+            nursery.start_soon(read_feed, u, "feed", epoch, caught_up, got, resets)
+            await wait_until(lambda: len(publisher.acked) >= 50)
+            old_master = sentinels.master.port
+            sentinels.master.kill()
+            await wait_until(lambda: publisher.failed > 0, timeout=FAILOVER)
+            await wait_until(lambda: sentinels.master_port() != old_master, timeout=FAILOVER)
+            before = len(publisher.acked)
+            await wait_until(lambda: len(publisher.acked) >= before + 50, timeout=FAILOVER)
+            stop.set()
+            await wait_until(lambda: len(got) > 0 and got[-1][2] >= max(
+                publisher.acked.values()), timeout=FAILOVER)
+            caught_up.set()
+            nursery.cancel_scope.cancel()
+        assert a.backplane.failovers == 1 and b.backplane.failovers == 1  # type: ignore[attr-defined]
+        # Each received message is the one acknowledged under its (epoch, offset), once.
+        assert len(set(got)) == len(got), "a message was delivered twice"
+        for key_epoch, offset, n in got:
+            assert publisher.acked[(key_epoch, offset)] == n
+        # Every acknowledged message reached the subscriber, unless a reset said otherwise.
+        received = {(e, o) for e, o, _ in got}
+        missing = [k for k in publisher.acked if k not in received]
+        reset_epochs = {r["epoch"] for r in resets}
+        assert all(k[0] not in reset_epochs and resets for k in missing), missing
+        print(f"publishes failed for {publisher.outage:.2f} s ({publisher.failed} refused), "
+              f"{len(publisher.acked)} acknowledged, {len(resets)} resets")
+
+
+async def test_a_redis_behind_what_nodes_saw_ends_the_rooms_epoch(tmp_path: Path) -> None:
+    """A restart from an older snapshot: same epoch, counter behind. The node that saw the
+    lost offsets ends the stream instead of handing those offsets out again."""
+    port = free_port()
+    redis = server(port, "--dir", str(tmp_path), "--dbfilename", "old.rdb")
+    redis.start()
+    try:
+        async with running_server(backplane=f"redis://127.0.0.1:{port}/0", node="n") as n, \
+                connect(n, sub="u") as u:
+            await wait_until(lambda: n.ready)
+            epoch = (await u.subscribe("doc"))["rooms"]["doc"]["epoch"]
+            for i in range(3):
+                await n.publish("doc", {"n": i})
+            assert command(port, "SAVE").startswith(b"+OK")  # the snapshot holds offset 3
+            lost = [await n.publish("doc", {"n": i}) for i in range(3, 5)]
+            assert lost == [4, 5]
+            for _ in range(5):
+                await u.recv_type("message")
+            redis.kill()
+            await wait_until(lambda: not n.ready)
+            redis.start()  # from the snapshot: the same epoch at offset 3
+            await wait_until(lambda: n.ready, timeout=FAILOVER)
+            reset = await u.recv_type("reset")
+            assert reset["epoch"] != epoch and reset["offset"] == 0, reset
+            result = await n.publish_message("doc", {"n": 5})
+            assert (result.epoch, result.offset) == (reset["epoch"], 1)
+            message = await u.recv_type("message")
+            assert (message["offset"], message["data"]) == (1, {"n": 5})
+            assert n.backplane.fenced == 1  # type: ignore[attr-defined]
+    finally:
+        redis.kill()
