@@ -262,3 +262,63 @@ def test_any_frames_deliver_each_message_of_each_epoch_once_in_order(
         assert book.positions[ROOM] == server.seen
     assert server.got == server.expected
     assert len(set((e, o) for e, o, _ in server.got)) == len(server.got)
+
+
+# ---------------------------------------------------------------- server-side subscriptions (§12)
+def test_a_room_the_server_subscribed_is_kept_and_resubscribed_with_since() -> None:
+    book = Session()
+    book.new_connection()
+    results = book.on_server_subscribed({ROOM: {"ok": True, "offset": 45, "epoch": "e9"}})
+    assert [(r.room, r.ok) for r in results] == [(ROOM, True)]
+    assert delivered(book, [44, 45, 46, 47]) == [46, 47]
+    book.new_connection()
+    assert list(book.resubscribe()) == [(NO_FILTERS, [ROOM], {ROOM: Position(47, "e9")})]
+
+
+def test_a_server_subscribe_of_a_kept_room_keeps_its_position_and_filters() -> None:
+    presence = Filters.make(None, None, True)
+    book = Session()
+    book.keep([ROOM], presence, {ROOM: {"offset": 3, "epoch": "e1"}})
+    book.on_server_subscribed({ROOM: {"ok": True, "offset": 9, "epoch": "e1"},
+                               "refused": {"ok": False, "error": "forbidden"}})
+    assert (book.subs, book.positions) == ({ROOM: presence}, {ROOM: Position(3, "e1")})
+
+
+def test_a_server_unsubscribe_forgets_the_room() -> None:
+    book = Session()
+    book.on_server_subscribed({ROOM: {"ok": True, "offset": 1, "epoch": "e1"}})
+    assert book.on_server_unsubscribed([ROOM]) == [ROOM]
+    assert (book.subs, book.positions, list(book.resubscribe())) == ({}, {}, [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.integers(0, 1000), live=st.lists(st.integers(1, 5), max_size=10),
+       away=st.integers(0, 20), same_epoch=st.booleans())
+def test_server_side_rooms_resume_after_a_reconnect_without_loss_or_doubles(
+    start: int, live: list[int], away: int, same_epoch: bool
+) -> None:
+    """The server subscribes the client at `start`; messages come (some twice), the link
+    drops, `away` more are published; the resume delivers each offset once, in order."""
+    book = Session()
+    book.new_connection()
+    book.on_server_subscribed({ROOM: {"ok": True, "offset": start, "epoch": "e1"}})
+    top, got = start, []
+    for step in live:
+        for offset in range(max(start + 1, top - 1), top + step + 1):  # overlaps by one
+            if book.on_message(ROOM, offset).deliver:
+                got.append(offset)
+        top += step
+    assert got == list(range(start + 1, top + 1))
+    book.new_connection()
+    ((_, rooms, since),) = list(book.resubscribe())
+    assert since == {ROOM: Position(top, "e1")}
+    book.sent_subscribe(7, rooms, since)
+    epoch = "e1" if same_epoch else "e2"
+    new_top = top + away if same_epoch else away
+    out = subscribed(book, 7, offset=new_top, epoch=epoch, recovered=same_epoch)
+    assert [(r.recovered, r.epoch_changed) for r in out.recoveries] == [
+        (same_epoch, not same_epoch)]
+    first = top + 1 if same_epoch else new_top + 1
+    replay = [o for o in range(first, new_top + 1) if book.on_message(ROOM, o).deliver]
+    assert replay == list(range(first, new_top + 1))
+    assert book.positions[ROOM] == Position(new_top, epoch)

@@ -17,13 +17,13 @@ from roomcast.client.events import (
     CloseInfo,
     Event,
     HistoryPage,
-    Message,
     PresenceUser,
     PublishResult,
     State,
     SubscribeResult,
 )
 from roomcast.client.lifecycle import BY_THE_CLIENT, Lifecycle, Waiter
+from roomcast.client.rules import publish_frame, read_history, read_presence, read_published
 from roomcast.client.session import MAX_ROOMS, Filters
 from roomcast.client.tokens import TokenSource
 from roomcast.codes import CloseCode
@@ -89,10 +89,7 @@ class Client(Lifecycle):
         sent again after every reconnect until the server answers, so it is delivered once
         (`duplicate` says the server had it already)."""
         key = idempotency_key or secrets.token_hex(16)
-        frame: dict[str, Any] = {"type": "publish", "room": room, "data": data,
-                                 "idempotency_key": key}
-        if event is not None:
-            frame["event"] = event
+        frame = publish_frame(room, data, event, key)
         timeout = self.publish_timeout if timeout is None else timeout
         reply: dict[str, Any] | None = None
         with trio.move_on_after(timeout):
@@ -104,10 +101,7 @@ class Client(Lifecycle):
         if reply is None:
             raise RequestTimeout(f"no reply to publish within {timeout} s; it may or may not "
                                  f"have been delivered: retry with idempotency_key={key!r}")
-        epoch = reply.get("epoch")
-        return PublishResult(str(reply.get("room", room)), int(reply["offset"]),
-                             bool(reply.get("duplicate", False)),
-                             None if epoch is None else str(epoch))
+        return read_published(room, reply)
 
     async def history(self, room: str, *, since: int | None = None,
                       limit: int | None = None) -> HistoryPage:
@@ -118,15 +112,11 @@ class Client(Lifecycle):
             frame["since"] = since
         if limit is not None:
             frame["limit"] = limit
-        reply = await self._request(frame)
-        return HistoryPage(room, str(reply["epoch"]), int(reply["offset"]),
-                           [Message.from_frame(m) for m in reply.get("messages", [])])
+        return read_history(room, await self._request(frame))
 
     async def presence(self, room: str) -> list[PresenceUser]:
         """Who is in a room now."""
-        reply = await self._request({"type": "presence", "room": room})
-        return [PresenceUser(str(u["user_id"]), int(u.get("connections", 1)),
-                             dict(u.get("info") or {})) for u in reply.get("users", [])]
+        return read_presence(await self._request({"type": "presence", "room": room}))
 
     async def ping(self) -> float:
         """One round trip to the server, in seconds."""

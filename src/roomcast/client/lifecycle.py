@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from roomcast.client.backoff import DEAD_LINK, DEFAULT_BACKOFF, STOP_CODES, Backoff
+from roomcast.client.backoff import DEAD_LINK, DEFAULT_BACKOFF, Backoff
 from roomcast.client.errors import (
     CommandError,
     ConnectionLost,
@@ -27,18 +26,23 @@ from roomcast.client.errors import (
 )
 from roomcast.client.events import (
     CloseInfo,
-    Direct,
     Event,
-    Joined,
-    Left,
     Message,
     Position,
     State,
     SubscribeResult,
     missed_range,
 )
+from roomcast.client.rules import (
+    Next,
+    after_close,
+    notice,
+    read_hello,
+    refresh_wait,
+    subscribe_frame,
+)
 from roomcast.client.session import Filters, Session
-from roomcast.client.tokens import TokenSource, parse_time, token_expiry
+from roomcast.client.tokens import TokenSource, token_expiry
 from roomcast.client.transport import (
     Call,
     Link,
@@ -187,9 +191,10 @@ class Lifecycle:
             self.last_close = close
             if self._closing:
                 break
-            if close.code == CloseCode.UNAUTHORIZED and await self._new_token_after_4401():
-                pass
-            elif close.code in STOP_CODES:
+            decision = after_close(close.code, callable(self._token_source))
+            if decision == Next.ASK_TOKEN and not await self._new_token_after_4401():
+                decision = Next.STOP
+            if decision == Next.STOP:
                 self._stop(close)
                 return
             delay = self.backoff.delay(self._attempt, close.code)
@@ -249,15 +254,10 @@ class Lifecycle:
 
     def _hello(self, first: str | bytes) -> bool:
         """Take in the server's first frame; False when it is not `connected`."""
-        try:
-            hello = json.loads(first)
-        except ValueError:
-            hello = None
-        if not isinstance(hello, dict) or hello.get("type") != "connected":
+        hello = read_hello(first, time.time())
+        if hello is None:
             return False
-        self.connection = hello
-        server_time = parse_time(str(hello.get("server_time", "")))
-        self._skew = server_time - time.time() if server_time is not None else 0.0
+        self.connection, self._skew = hello.connection, hello.skew
         self._attempt = 0
         return True
 
@@ -307,14 +307,12 @@ class Lifecycle:
         kind = frame.get("type")
         if kind == "message":
             await self._on_message(link, frame)
-        elif kind == "joined":
-            await self._hand_off(link, Joined(str(frame.get("room")), str(frame.get("user_id")),
-                                              dict(frame.get("info") or {})))
-        elif kind == "left":
-            await self._hand_off(link, Left(str(frame.get("room")), str(frame.get("user_id"))))
-        elif kind == "direct":
-            await self._hand_off(link, Direct(frame.get("event"), frame.get("data"),
-                                              str(frame.get("ts", ""))))
+        elif (event := notice(frame)) is not None:
+            await self._hand_off(link, event)
+        elif kind == "unsubscribed" and frame.get("server") is True:
+            rooms = frame.get("rooms")
+            if isinstance(rooms, list):
+                self._book.on_server_unsubscribed(rooms)
         elif kind == "subscribed":
             await self._on_subscribed(link, frame)
         elif kind == "reset":
@@ -342,6 +340,9 @@ class Lifecycle:
     async def _on_subscribed(self, link: Link, frame: dict[str, Any]) -> None:
         rooms = frame.get("rooms")
         if not isinstance(rooms, dict):
+            return
+        if frame.get("server") is True:
+            self._book.on_server_subscribed(rooms)
             return
         subscribed = self._book.on_subscribed(frame.get("id"), rooms)
         for result in subscribed.results:
@@ -384,13 +385,8 @@ class Lifecycle:
     async def _send_subscribe(self, link: Link, rooms: list[str], filters: Filters,
                               since: dict[str, Position]) -> None:
         command_id = next(self._ids)
-        frame: dict[str, Any] = {"type": "subscribe", "id": command_id, "rooms": rooms,
-                                 **filters.fields()}
-        if since:
-            frame["since"] = {room: {"offset": p.offset, "epoch": p.epoch}
-                              for room, p in since.items()}
         self._book.sent_subscribe(command_id, rooms, since)
-        await link.send(frame)
+        await link.send(subscribe_frame(command_id, rooms, filters, since))
 
     async def _resubscribe(self, link: Link) -> None:
         """Every kept room, with `since` where a position is known."""
@@ -430,12 +426,12 @@ class Lifecycle:
         if not callable(self._token_source):
             return
         while True:
-            exp = token_expiry(self.token or "")
-            if exp is None:
+            token = self.token or ""
+            wait = refresh_wait(token, self._server_now(), self.refresh_before)
+            exp = token_expiry(token)
+            if wait is None or exp is None:
                 return
-            remaining = exp - self._server_now()
-            lead = min(self.refresh_before, max(remaining, 0.0) / 4)
-            await trio.sleep(max(0.0, remaining - lead))
+            await trio.sleep(wait)
             fresh = await self._fresh_token(exp)
             if fresh is None:
                 return

@@ -27,7 +27,7 @@ from roomcast.client.events import (
     subscribe_result,
 )
 
-__all__ = ["MAX_ROOMS", "Delivery", "Filters", "Session", "Subscribed"]
+__all__ = ["MAX_ROOMS", "NO_FILTERS", "Delivery", "Filters", "Session", "Subscribed"]
 
 MAX_ROOMS = 100  # rooms in one subscribe command (protocol §4)
 
@@ -61,6 +61,10 @@ class Filters:
         if self.presence:
             out["presence"] = True
         return out
+
+
+#: The filters of a plain subscribe (and of a room the server subscribed the client to).
+NO_FILTERS = Filters(None, None, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,29 @@ class Session:
                 else:
                     recoveries.append(self._recover(result, start))
         return Subscribed(results, recoveries)
+
+    def on_server_subscribed(self, rooms: Mapping[str, Any]) -> list[SubscribeResult]:
+        """A `subscribed` frame with `"server": true` (§12): the server put this connection
+        in rooms. They are kept like the app's own (so a reconnect resubscribes them with
+        `since`); a room already kept keeps its position and filters (a resubscribe with
+        `since` may be on its way: its recovery decides)."""
+        results: list[SubscribeResult] = []
+        for room, entry in rooms.items():
+            result = subscribe_result(room, entry)
+            results.append(result)
+            if not result.ok or result.offset is None or result.epoch is None:
+                continue
+            self.subs.setdefault(room, NO_FILTERS)
+            if room not in self.positions:
+                self.positions[room] = Position(result.offset, result.epoch)
+        return results
+
+    def on_server_unsubscribed(self, rooms: Sequence[Any]) -> list[str]:
+        """An `unsubscribed` frame with `"server": true`: the server took this connection
+        out of rooms; they are no longer kept. The rooms, as names."""
+        names = [str(room) for room in rooms]
+        self.forget(names)
+        return names
 
     def _recover(self, result: SubscribeResult, start: Position) -> Recovery:
         """Where a room resubscribed with `since` stands: the position after what the
