@@ -109,7 +109,7 @@ def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -
                     stalled=stalled, settings=settings, label="slow", size=s.slow_size))
                 for variant, stalled in (("roomcast", False), ("roomcast+stalled", True))]))
         elif name in api_bench.SCENARIOS:
-            cases += api_bench.cases(name, bench, s is QUICK, peers, s.duration)
+            cases += api_bench.cases(name, bench, peers, s.duration)
         elif name == "soak":
             cases.append(("soak", str(s.soak_conns), [
                 ("roomcast", lambda: soak(bench, s.soak_conns, s.soak_seconds,

@@ -21,6 +21,8 @@ from typing import Any
 from benchmarks import workers as worker_kinds
 from benchmarks.scenarios import (
     DRAIN,
+    FULL,
+    QUICK,
     Bench,
     Workers,
     _losses,
@@ -270,15 +272,14 @@ def api_publish(bench: Bench, target: str, rooms: int, duration: float,
         return out
 
 
-ROOMS = {False: 1000, True: 200}  # full and --quick sizes
 SCENARIOS = ("api", "batch")
 
 
-def cases(name: str, bench: Bench, quick: bool, peers: bool, duration: float
+def cases(name: str, bench: Bench, peers: bool, duration: float
           ) -> list[tuple[str, str, list[tuple[str, Any]]]]:
     """The harness's cases for `api` or `batch`: roomcast, the FastAPI peer and the HTTP
     floor (the least a Python server does per publish), alternated."""
-    rooms = ROOMS[quick]
+    rooms = bench.sizes.api_rooms
     who = ["roomcast", "fastapi", "http_floor"] if peers else ["roomcast"]
     if name == "batch":
         return [("batch", f"{rooms}x100/req", [
@@ -303,7 +304,7 @@ RATIO_METRICS = ["publishes_per_s", "server_us_per_publish", "answer_p99_ms"]
 
 def targets(summary: dict[str, Any], quick: bool) -> list[tuple[str, bool | None, str]]:
     """The API targets: (name, passed or None when not run, what was measured)."""
-    rooms = ROOMS[quick]
+    rooms = (QUICK if quick else FULL).api_rooms
     def get(scenario: str, case: str, target: str = "roomcast") -> dict[str, Any] | None:
         m = summary.get(f"{scenario}|{case}", {}).get(target)
         return None if m is None or not m.get("runs_ok") else dict(m)

@@ -52,6 +52,7 @@ class Sizes:
     soak_conns: int
     soak_seconds: float
     soak_heartbeat: float
+    api_rooms: int = 1000  # the `api` and `batch` scenarios (benchmarks/api_bench.py)
 
 
 FULL = Sizes(connect=[1000, 5000, 10000, 19000], peer_connect_max=5000, fanout_subs=1000,
@@ -65,7 +66,7 @@ QUICK = Sizes(connect=[200, 1000], peer_connect_max=1000, fanout_subs=200,
               maxrate_duration=2.0, rooms=500, rooms_rate=250, storm_clients=100,
               storm_rooms=10, storm_messages=5, slow_subs=100, slow_rate=50,
               slow_duration=4.0, slow_size=1024, slow_max_pending=50, soak_conns=1000,
-              soak_seconds=10.0, soak_heartbeat=2.0)
+              soak_seconds=10.0, soak_heartbeat=2.0, api_rooms=200)
 
 
 @dataclass
