@@ -22,6 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from roomcast.codes import CloseCode
 from roomcast.jwks import REFETCH_INTERVAL
+from roomcast.jwks_fetch import FETCH_TIMEOUT, WAIT_FOR_KEY
 from roomcast.router import Router
 from tests.support import WAIT, connect, free_port, running_server, ws_url
 
@@ -43,6 +44,7 @@ class KeyServer:
         self.port = port or free_port()
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.status = 200
+        self.hang = False  # read requests, never answer them
         self.requests = 0
         self._answered = trio.Event()
         self._scope: trio.CancelScope | None = None
@@ -79,6 +81,8 @@ class KeyServer:
                     if not chunk:
                         return
                     head += chunk
+            if self.hang:
+                await trio.sleep_forever()
             body = self.document() if self.status == 200 else b'{"error": "down"}'
             await stream.send_all(
                 f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
@@ -206,3 +210,20 @@ async def test_until_a_set_was_ever_fetched_handshakes_are_refused_1013(
             async with connect(router, token(KEY_A, "a")) as alice:
                 assert alice.connected["user_id"] == "alice"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_handshake_waits_at_most_2_s_for_a_key_server_that_hangs(
+        clock: trio.testing.MockClock) -> None:
+    async with key_server_and_router(a=KEY_A) as (server, router):
+        async with connect(router, token(KEY_A, "a")):
+            pass
+        server.hang = True
+        clock.jump(REFETCH_INTERVAL)
+        start = trio.current_time()
+        assert (await first_close(router, token(KEY_B, "b")))[0] == CloseCode.UNAUTHORIZED
+        waited = trio.current_time() - start
+        assert WAIT_FOR_KEY <= waited < FETCH_TIMEOUT
+        async with connect(router, token(KEY_A, "a")):  # the set in hand keeps working
+            pass
+        fetcher = router.keys
+        assert fetcher is not None and fetcher.attempts == 2
