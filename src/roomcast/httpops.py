@@ -38,6 +38,7 @@ from roomcast.log import event
 from roomcast.router import Router
 
 Operation = Callable[[Router, Any], Awaitable[Any]]
+MAX_BATCH_ANSWER_BYTES = 64 * 1024 * 1024  # what one batch's answer may hold
 _encode: Final = msgspec.json.Encoder().encode
 
 
@@ -150,8 +151,20 @@ async def _one(router: Router, method: str, params: msgspec.Raw) -> bytes:
 
 
 async def run_batch(router: Router, raw: bytes) -> bytes:
-    """POST /api/batch: every command in order, one reply each (§15)."""
+    """POST /api/batch: every command in order, one reply each (§15). Once the replies
+    hold more than MAX_BATCH_ANSWER_BYTES (e.g. many big history pages), the commands
+    left are not run: each is answered with an error saying to send it again."""
     batch = decode(BatchBody, raw)
-    replies = [await _one(router, command.method, command.params) for command in batch.commands]
+    replies: list[bytes] = []
+    size = 0
+    for i, command in enumerate(batch.commands):
+        if size > MAX_BATCH_ANSWER_BYTES:
+            replies.append(_error("too_large", f"not run: the answers to commands 0..{i - 1} "
+                                  f"already exceed {MAX_BATCH_ANSWER_BYTES} bytes; send this "
+                                  "command again in another batch"))
+            continue
+        reply = await _one(router, command.method, command.params)
+        size += len(reply)
+        replies.append(reply)
     return b'{"replies":[%b]}' % b",".join(replies)
 

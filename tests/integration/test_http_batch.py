@@ -130,3 +130,23 @@ async def test_a_thousand_commands_fit_in_one_batch() -> None:
         replies = await batch(router, [publish(f"project:{n % 10}", n) for n in range(1000)])
         assert len(replies) == 1000
         assert router.metrics.publishes == 1000
+
+
+async def test_commands_past_the_answer_limit_are_not_run_and_say_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomcast import httpops
+
+    monkeypatch.setattr(httpops, "MAX_BATCH_ANSWER_BYTES", 1000)
+    async with api_server() as router:
+        for n in range(20):
+            await router.publish("project:1", {"n": n, "pad": "x" * 50})
+        replies = await batch(router, [
+            {"method": "history", "params": {"room": "project:1"}},
+            publish("project:1", "not run"),
+            {"method": "stats"},
+        ])
+        assert len(replies[0]["result"]["messages"]) == 20
+        for reply in replies[1:]:
+            assert reply["error"]["error"] == "too_large"
+            assert "another batch" in reply["error"]["message"]
+        assert router.metrics.publishes == 20
