@@ -382,7 +382,7 @@ class Authenticator:
         if not token or not self.key_set_algorithms or not token.isascii():
             return False
         fields = _header_fields(token.partition(".")[0]) or _read_header_fields(token)
-        if fields is None or self._keys.get(fields[0], False) is not None:
+        if fields is None or fields[0] not in self.key_set_algorithms:
             return False
         return self.key_set is None or self.key_set.select(fields[1]) is None
 

@@ -150,7 +150,8 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
         await _plain_answer(stream, exc.status, body,
                             "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
         return None
-    await router.await_key(_token(head))  # §14: a refetch for a key the set lacks
+    if router.key_fetcher is not None:  # §14: a refetch for a key the set lacks
+        await router.await_key(_token(head))
     async with door.gate:  # the costly part: at most max_handshakes at once
         decided = _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip,
                          door)

@@ -81,8 +81,8 @@ class Router:
         self.commands: dict[str, CommandHandler] = {}
         self.server: Serving | None = None  # attached by roomcast.open_router
         self._wake: trio.CancelScope | None = None
-        self.keys = (KeySetFetcher(settings.jwt_jwks_url, self.core.authenticator)
-                     if settings.jwt_jwks_url else None)  # jwt_jwks_url's keys (§14)
+        self.key_fetcher = (KeySetFetcher(settings.jwt_jwks_url, self.core.authenticator)
+                            if settings.jwt_jwks_url else None)  # jwt_jwks_url (§14)
         self.core.wall_base = time.time() - time.monotonic()
 
     @property
@@ -104,8 +104,8 @@ class Router:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.backplane.run, self)
             nursery.start_soon(self._sweeper)
-            if self.keys is not None:
-                nursery.start_soon(self.keys.run)
+            if self.key_fetcher is not None:
+                nursery.start_soon(self.key_fetcher.run)
             task_status.started()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -149,8 +149,8 @@ class Router:
     async def await_key(self, token: str | None) -> None:
         """With jwt_jwks_url: before `authenticate`, a token naming a key the set lacks
         waits (2 s at most) for a refetch that may bring it."""
-        if self.keys is not None:
-            await self.keys.await_key(token)
+        if self.key_fetcher is not None:
+            await self.key_fetcher.await_key(token)
 
     def admit(self, principal: Principal, remote: str, remote_ip: str) -> tuple[Peer, bytes]:
         """Admit a connection within the limits, or raise Refused: its record in the core

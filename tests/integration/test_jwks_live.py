@@ -175,7 +175,7 @@ async def test_a_key_server_that_fails_leaves_the_last_good_set(
     async with key_server_and_router(a=KEY_A) as (server, router):
         async with connect(router, token(KEY_A, "a")):
             pass
-        fetcher = router.keys
+        fetcher = router.key_fetcher
         assert fetcher is not None and fetcher.attempts == 1
         server.status = 500  # answering, but no key set
         clock.jump(REFETCH_INTERVAL)
@@ -225,5 +225,5 @@ async def test_a_handshake_waits_at_most_2_s_for_a_key_server_that_hangs(
         assert WAIT_FOR_KEY <= waited < FETCH_TIMEOUT
         async with connect(router, token(KEY_A, "a")):  # the set in hand keeps working
             pass
-        fetcher = router.keys
+        fetcher = router.key_fetcher
         assert fetcher is not None and fetcher.attempts == 2
