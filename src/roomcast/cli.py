@@ -276,11 +276,18 @@ def serve_command(args: argparse.Namespace) -> int:
             "for a development secret)"
         )
     from roomcast.auth import Authenticator
+    from roomcast.workers import supervise, worker_node
 
     Authenticator(settings)  # fail now, with a one-line message, on a bad key
-    taken = _port_taken(settings)
-    if taken is not None:  # say so before any banner
-        raise SettingsError(_listen_failure(settings, OSError(errno.EADDRINUSE, "in use")))
+    node = worker_node()
+    if node is not None:  # a worker: its siblings share the ports (SO_REUSEPORT)
+        settings = settings.replace(node=node)
+    else:
+        taken = _port_taken(settings)
+        if taken is not None:  # say so before any banner
+            raise SettingsError(_listen_failure(settings, OSError(errno.EADDRINUSE, "in use")))
+        if settings.workers > 1:
+            return supervise(settings, sys.argv[1:])
     if args.dev and settings.jwt_secret:
         print(_dev_banner(settings, kept), file=sys.stderr, flush=True)
     if settings.jwt_secret and len(settings.jwt_secret.encode()) < 32:

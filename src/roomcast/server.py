@@ -85,7 +85,8 @@ class Server:
         router = self.router
         settings = router.settings
         async with trio.open_nursery() as handlers:
-            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+            listeners = await transport.open_listeners(settings.host, settings.port,
+                                                       reuse_port=settings.workers > 1)
             self.ws_port = listeners[0].socket.getsockname()[1]
             accepting = trio.CancelScope()
 

@@ -182,3 +182,34 @@ async def accept_loop(listener: trio.SocketListener, handler: Handler, nursery: 
                 await trio.lowlevel.checkpoint()
     finally:
         sock.close()
+
+
+async def open_listeners(host: str, port: int, *, reuse_port: bool = False
+                         ) -> list[trio.SocketListener]:
+    """Listeners on host:port, as trio.open_tcp_listeners; with `reuse_port`, SO_REUSEPORT is
+    set so that several worker processes listen on one port and the kernel spreads new
+    connections among them (`workers`)."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host)
+    addresses = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                              flags=socket.AI_PASSIVE)
+    listeners = []
+    try:
+        for family, kind, proto, _, address in addresses:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(0xFFFF)  # clipped to net.core.somaxconn, as trio does
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
