@@ -93,3 +93,28 @@ def test_presence_and_direct_frames_become_events() -> None:
     assert notice({"type": "left", "room": "r", "user_id": "u"}) == Left("r", "u")
     assert notice({"type": "direct", "event": "e", "data": 2, "ts": "t"}) == Direct("e", 2, "t")
     assert notice({"type": "message"}) is None
+
+
+def test_inbound_frames_tell_the_shell_what_to_do() -> None:
+    from roomcast.client import Message, Reset
+    from roomcast.client.rules import inbound
+    from roomcast.client.session import Session
+
+    book = Session()
+    server = {"type": "subscribed", "server": True,
+              "rooms": {"r": {"ok": True, "offset": 2, "epoch": "e"}}}
+    assert inbound(book, server).events == [] and book.subs == {"r": NO_FILTERS}
+    message = {"type": "message", "room": "r", "offset": 3, "data": 1, "ts": "t"}
+    assert [type(e) for e in inbound(book, message).events] == [Message]
+    assert inbound(book, message).events == []  # a duplicate
+    reset = inbound(book, {"type": "reset", "room": "r", "epoch": "e2", "offset": 0})
+    assert reset.events == [Reset("r", "e2", 0, None, Position(3, "e"))]
+    assert inbound(book, {"type": "reset", "room": "r"}).warning is not None
+    book.sent_subscribe(5, ["x"], {})
+    refused = inbound(book, {"type": "error", "id": 5, "code": "forbidden", "message": "no"})
+    assert refused.refused == ["x"] and refused.error is not None
+    assert refused.error.code == "forbidden"
+    pong = {"type": "pong", "id": 9}
+    assert inbound(book, pong).reply == pong
+    assert inbound(book, {"type": "unsubscribed", "server": True, "rooms": ["r"]}).reply is None
+    assert book.subs == {}

@@ -27,16 +27,15 @@ from roomcast.client.errors import (
 from roomcast.client.events import (
     CloseInfo,
     Event,
-    Message,
     Position,
+    Reset,
     State,
     SubscribeResult,
-    missed_range,
 )
 from roomcast.client.rules import (
     Next,
     after_close,
-    notice,
+    inbound,
     read_hello,
     refresh_wait,
     subscribe_frame,
@@ -304,73 +303,30 @@ class Lifecycle:
             link.handing_off = False
 
     async def _dispatch(self, link: Link, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "message":
-            await self._on_message(link, frame)
-        elif (event := notice(frame)) is not None:
-            await self._hand_off(link, event)
-        elif kind == "unsubscribed" and frame.get("server") is True:
-            rooms = frame.get("rooms")
-            if isinstance(rooms, list):
-                self._book.on_server_unsubscribed(rooms)
-        elif kind == "subscribed":
-            await self._on_subscribed(link, frame)
-        elif kind == "reset":
-            await self._on_reset(link, frame)
-        elif kind == "error" and self._on_subscribe_error(frame):
-            return
-        else:
-            command_id = frame.get("id")
-            call = link.calls.pop(command_id, None) if command_id is not None else None
-            if call is not None:
-                call.reply = frame
-                call.done.set()
-            elif kind == "error":
-                logger.warning("server error: %s %s", frame.get("code"), frame.get("message"))
-
-    async def _on_message(self, link: Link, frame: dict[str, Any]) -> None:
-        try:
-            room, offset = str(frame["room"]), int(frame["offset"])
-        except (KeyError, TypeError, ValueError):
-            return
-        delivery = self._book.on_message(room, offset)
-        if delivery.deliver:
-            await self._hand_off(link, Message.from_frame(frame, delivery.replayed))
-
-    async def _on_subscribed(self, link: Link, frame: dict[str, Any]) -> None:
-        rooms = frame.get("rooms")
-        if not isinstance(rooms, dict):
-            return
-        if frame.get("server") is True:
-            self._book.on_server_subscribed(rooms)
-            return
-        subscribed = self._book.on_subscribed(frame.get("id"), rooms)
-        for result in subscribed.results:
+        todo = inbound(self._book, frame)
+        for result in todo.results:
             for waiter in self._waiters.pop(result.room, []):
                 waiter.result = result
                 waiter.done.set()
-        for recovery in subscribed.recoveries:
-            await self._hand_off(link, recovery)
+        if todo.error is not None:
+            self._refuse(todo.refused, todo.error)
+        if todo.reply is not None:
+            call = link.calls.pop(todo.reply["id"], None)
+            if call is not None:
+                call.reply = todo.reply
+                call.done.set()
+            elif todo.reply.get("type") == "error":
+                logger.warning("server error: %s %s", frame.get("code"), frame.get("message"))
+        if todo.warning is not None:
+            logger.warning("%s", todo.warning)
+        for event in todo.events:
+            if isinstance(event, Reset):
+                logger.info("%s: the stream was reset (epoch %s, offset %d, missed %s)",
+                            event.room, event.epoch, event.offset, event.missed)
+            await self._hand_off(link, event)
 
-    async def _on_reset(self, link: Link, frame: dict[str, Any]) -> None:
-        try:
-            room, epoch, offset = str(frame["room"]), str(frame["epoch"]), int(frame["offset"])
-            missed = missed_range(frame.get("missed"))
-        except (KeyError, TypeError, ValueError):
-            logger.warning("the server sent a malformed reset frame: %.200r", frame)
-            return
-        reset = self._book.on_reset(room, epoch, offset, missed)
-        if reset is not None:
-            logger.info("%s: the stream was reset (epoch %s, offset %d, missed %s)",
-                        room, epoch, offset, missed)
-            await self._hand_off(link, reset)
-
-    def _on_subscribe_error(self, frame: dict[str, Any]) -> bool:
-        """An `error` answering a subscribe: fail its waiters; False when it is not one."""
-        rooms = self._book.on_subscribe_error(frame.get("id"))
-        if rooms is None:
-            return False
-        error = CommandError(str(frame.get("code")), str(frame.get("message")))
+    def _refuse(self, rooms: list[str], error: CommandError) -> None:
+        """A subscribe refused with an `error`: fail its waiters."""
         for room in rooms:
             waiters = self._waiters.pop(room, [])
             if waiters:
@@ -379,7 +335,6 @@ class Lifecycle:
                 waiter.error = error
                 waiter.done.set()
         logger.warning("subscribe of %s refused: %s", ", ".join(rooms), error)
-        return True
 
     # ------------------------------------------------------------ frames out
     async def _send_subscribe(self, link: Link, rooms: list[str], filters: Filters,

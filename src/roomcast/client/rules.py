@@ -8,10 +8,11 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from roomcast.client.backoff import STOP_CODES
+from roomcast.client.errors import CommandError
 from roomcast.client.events import (
     Direct,
     Event,
@@ -22,15 +23,19 @@ from roomcast.client.events import (
     Position,
     PresenceUser,
     PublishResult,
+    SubscribeResult,
+    missed_range,
 )
-from roomcast.client.session import Filters
+from roomcast.client.session import Filters, Session
 from roomcast.client.tokens import parse_time, token_expiry
 from roomcast.codes import CloseCode
 
 __all__ = [
     "Hello",
+    "Inbound",
     "Next",
     "after_close",
+    "inbound",
     "notice",
     "publish_frame",
     "read_hello",
@@ -142,3 +147,67 @@ def notice(frame: Mapping[str, Any]) -> Event | None:
     if kind == "direct":
         return Direct(frame.get("event"), frame.get("data"), str(frame.get("ts", "")))
     return None
+
+
+@dataclass(slots=True)
+class Inbound:
+    """What a frame from the server means for the shell, in the order to do it: answer
+    the subscribe callers waiting on `results`, fail those of `refused` rooms with
+    `error`, hand `reply` to the command with its id, log `warning`, then give `events`
+    to the app."""
+
+    events: list[Event] = field(default_factory=list)
+    results: list[SubscribeResult] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    error: CommandError | None = None
+    reply: dict[str, Any] | None = None
+    warning: str | None = None
+
+
+def inbound(book: Session, frame: dict[str, Any]) -> Inbound:
+    """Take in one frame from the server: the session's positions and rooms move as it
+    says, and the Inbound tells the shell what else to do."""
+    kind = frame.get("type")
+    if kind == "message":
+        try:
+            room, offset = str(frame["room"]), int(frame["offset"])
+        except (KeyError, TypeError, ValueError):
+            return Inbound(warning=f"the server sent a malformed message frame: {frame!r:.200}")
+        delivery = book.on_message(room, offset)
+        return Inbound([Message.from_frame(frame, delivery.replayed)] if delivery.deliver
+                       else [])
+    if (event := notice(frame)) is not None:
+        return Inbound([event])
+    server = frame.get("server") is True
+    rooms = frame.get("rooms")
+    if kind == "unsubscribed" and server and isinstance(rooms, list):
+        book.on_server_unsubscribed(rooms)
+        return Inbound()
+    if kind == "subscribed" and isinstance(rooms, dict):
+        if server:
+            book.on_server_subscribed(rooms)
+            return Inbound()
+        subscribed = book.on_subscribed(frame.get("id"), rooms)
+        return Inbound(list(subscribed.recoveries), subscribed.results)
+    if kind == "reset":
+        return _reset(book, frame)
+    if kind == "error":
+        refused = book.on_subscribe_error(frame.get("id"))
+        if refused is not None:
+            return Inbound(refused=refused, error=CommandError(str(frame.get("code")),
+                                                               str(frame.get("message"))))
+    if frame.get("id") is not None:
+        return Inbound(reply=frame)
+    if kind == "error":
+        return Inbound(warning=f"server error: {frame.get('code')} {frame.get('message')}")
+    return Inbound()
+
+
+def _reset(book: Session, frame: dict[str, Any]) -> Inbound:
+    try:
+        room, epoch, offset = str(frame["room"]), str(frame["epoch"]), int(frame["offset"])
+        missed = missed_range(frame.get("missed"))
+    except (KeyError, TypeError, ValueError):
+        return Inbound(warning=f"the server sent a malformed reset frame: {frame!r:.200}")
+    reset = book.on_reset(room, epoch, offset, missed)
+    return Inbound([reset] if reset is not None else [])
