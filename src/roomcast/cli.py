@@ -264,16 +264,17 @@ def serve_command(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     log.configure(settings.log_format, settings.log_level.upper())
     kept: Path | None = None
+    has_key = settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url
     if args.dev:
-        if not settings.jwt_secret and not settings.jwt_public_key:
+        if not has_key:
             secret, kept = dev_secret(Path.cwd())
             settings = settings.replace(jwt_secret=secret)
         if not _explicit(args, "shutdown_grace"):
             settings = settings.replace(shutdown_grace=DEV_SHUTDOWN_GRACE)
-    elif not settings.jwt_secret and not settings.jwt_public_key:
+    elif not has_key:
         raise SettingsError(
-            "jwt_secret or jwt_public_key is required (or run `roomcast serve --dev` "
-            "for a development secret)"
+            "jwt_secret, jwt_public_key or jwt_jwks_url is required (or run `roomcast serve "
+            "--dev` for a development secret)"
         )
     from roomcast.auth import Authenticator
     from roomcast.workers import supervise, worker_node
