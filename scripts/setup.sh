@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up what roomcast needs on a Debian machine that has only python3: Debian packages
 # (venv support), then a virtual environment in .venv with the package. With --test also
-# what the tests need: redis-server, chromium, and the test tools (pytest, mypy, ruff,
-# playwright, ...). A stamp file per kind says what is installed already.
+# what the tests need: redis-server, chromium, the test tools (pytest, mypy, ruff,
+# playwright, ...), Node.js and npm, and the browser client's JS tools (tests/js: npm ci).
+# A stamp file per kind says what is installed already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv python3-p
 if [ "$want_test" = 1 ]; then
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v chromium >/dev/null || need+=(chromium)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
@@ -42,4 +45,12 @@ elif ! fresh "$serve_stamp" && ! fresh "$test_stamp"; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e .
   touch "$serve_stamp"
+fi
+
+# The browser client's tests type-check and bundle with tests/js's pinned tools.
+js_stamp=tests/js/node_modules/.roomcast-installed
+if [ "$want_test" = 1 ] && { [ ! -f "$js_stamp" ] || [ tests/js/package-lock.json -nt "$js_stamp" ]; }; then
+  echo "setup: installing the JS test tools (npm ci in tests/js)"
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$js_stamp"
 fi

@@ -1,0 +1,99 @@
+// The React test page (tests/browser/test_react.py): a status line from useRoomcast() and
+// three rooms from useRoom(), under StrictMode. Query parameters: url, token, all, filtered,
+// since_room, since_offset, since_epoch, initialDelay. window.hold() makes the token
+// function wait (no connection attempt can finish) until window.release().
+import { StrictMode, useEffect } from "react";
+import { createRoot } from "react-dom/client";
+
+import type { Position } from "../../../src/roomcast/static/roomcast.js";
+import {
+  RoomcastProvider,
+  useRoom,
+  useRoomcast,
+  type UseRoomOptions,
+} from "../../../src/roomcast/static/roomcast-react.js";
+
+declare global {
+  interface Window {
+    states: string[];
+    hold: () => void;
+    release: () => void;
+  }
+}
+
+const params = new URLSearchParams(location.search);
+const param = (name: string): string => params.get(name) ?? "";
+let gate: Promise<void> = Promise.resolve();
+let open = (): void => {};
+window.states = [];
+window.hold = () => {
+  gate = new Promise((resolve) => {
+    open = resolve;
+  });
+};
+window.release = () => open();
+
+async function token(): Promise<string> {
+  await gate;
+  return param("token");
+}
+
+function Status() {
+  const { state, code, attempt } = useRoomcast();
+  useEffect(() => {
+    window.states.push(state);
+  }, [state]);
+  return (
+    <p data-testid="status" data-state={state} data-code={code ?? ""}>
+      {state}
+      {attempt !== null && ` (attempt ${attempt})`}
+    </p>
+  );
+}
+
+function Feed({ name, room, options }: { name: string; room: string; options: UseRoomOptions }) {
+  const view = useRoom<Record<string, unknown>>(room || null, options);
+  return (
+    <section data-testid={name} data-status={view.status} data-epoch={view.position?.epoch ?? ""}>
+      <h2>{room}</h2>
+      <ol>
+        {view.messages.map((m) => (
+          <li key={m.key} data-testid="message" data-offset={m.offset} data-epoch={m.epoch ?? ""}>
+            {JSON.stringify(m.data)}
+          </li>
+        ))}
+      </ol>
+      {view.recovery && (
+        <p data-testid="recovery" data-recovered={String(view.recovery.recovered)}
+           data-epoch-changed={String(view.recovery.epochChanged)}>
+          recovered: {String(view.recovery.recovered)}
+        </p>
+      )}
+      {view.error && <p data-testid="error">{view.error.message}</p>}
+    </section>
+  );
+}
+
+function App() {
+  const since: Position | null = param("since_epoch")
+    ? { offset: Number(param("since_offset")), epoch: param("since_epoch") }
+    : null;
+  return (
+    <RoomcastProvider url={param("url")}
+                      options={{ token, initialDelay: Number(param("initialDelay") || 300) }}>
+      <Status />
+      <Feed name="all" room={param("all")} options={{ history: 10 }} />
+      <Feed name="filtered" room={param("filtered")}
+            options={{ events: ["keep"], where: { kind: "a" }, history: 10 }} />
+      <Feed name="since" room={param("since_room")} options={{ since }} />
+    </RoomcastProvider>
+  );
+}
+
+const root = document.getElementById("root");
+if (!root) throw new Error("the page has no #root element");
+createRoot(root).render(
+  <StrictMode>
+    <App />
+  </StrictMode>,
+);
