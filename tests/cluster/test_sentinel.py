@@ -15,7 +15,9 @@ import pytest
 import trio
 
 from roomcast.backplane import BackplaneUnavailable
+from roomcast.backplane.redis.sentinel import parse
 from roomcast.router import Router
+from roomcast.settings import Settings, SettingsError
 from tests.cluster.conftest import wait_until
 from tests.cluster.sentinels import SentinelSet, command, server
 from tests.support import Client, connect, free_port, running_server
@@ -85,7 +87,8 @@ async def read_feed(client: Client, room: str, epoch: str, until: trio.Event,
 async def test_killing_the_master_under_load_loses_nothing_acknowledged(
     sentinels: SentinelSet,
 ) -> None:
-    url = sentinels.url
+    # The first sentinel named is down: the nodes ask the next ones.
+    url = sentinels.url.replace("://", f"://127.0.0.1:{free_port()},")
     async with running_server(backplane=url, node="a") as a, \
             running_server(backplane=url, node="b") as b, connect(b, sub="u") as u:
         await wait_until(lambda: a.ready and b.ready)
@@ -158,3 +161,18 @@ async def test_a_redis_behind_what_nodes_saw_ends_the_rooms_epoch(tmp_path: Path
             assert n.backplane.fenced == 1  # type: ignore[attr-defined]
     finally:
         redis.kill()
+
+
+def test_sentinel_urls_are_read_or_refused_saying_how_to_write_them() -> None:
+    url = parse("redis+sentinel://u:p%40ss@h1:26379,h2:26380/mymaster/3")
+    assert url.sentinels == (("h1", 26379), ("h2", 26380))
+    assert (url.master, url.db) == ("mymaster", 3)
+    assert url.master_url("10.0.0.9", 6379) == "redis://u:p%40ss@10.0.0.9:6379/3"
+    assert parse("redis+sentinel://h1:26379/m").db == 0
+    for bad in ("redis+sentinel://h1:26379", "redis+sentinel://h1/m/0",
+                "redis+sentinel://h1:26379/m/x"):
+        with pytest.raises(SettingsError, match=r"redis\+sentinel://HOST:PORT|not a number"):
+            parse(bad)
+    Settings(backplane="redis+sentinel://h1:26379/m/0")
+    with pytest.raises(SettingsError, match=r"redis\+sentinel://"):
+        Settings(backplane="sentinel://h1:26379/m/0")
