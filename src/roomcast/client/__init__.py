@@ -12,9 +12,14 @@ is lost, follows a room's stream across epochs (the server's `reset` becomes a R
 event: reload), resends unanswered publishes with their idempotency key, refreshes the
 token before it expires and pings to notice a dead link. See docs/clients.md.
 
-Inside: `events` (what the app sees), `errors`, `backoff` (close codes and delays),
-`tokens`, `session` (rooms and positions, pure), `transport` (the WebSocket IO),
-`lifecycle` (the connection loop) and `api` (the Client and connect).
+For asyncio, `roomcast.client.aio.connect(...)` gives the same client with the same
+methods, on the `websockets` library (the `client` extra).
+
+Inside, the pure core both shells share: `events` (what the app sees), `errors`,
+`backoff` (close codes and delays), `tokens`, `session` (rooms and positions) and `rules`
+(every other decision: each frame in, each close, the token's refresh). The Trio shell:
+`transport` (the WebSocket IO), `lifecycle` (the connection loop), `api` (the Client and
+connect). The asyncio shell: `aiolink`, `aiolife`, `aio`.
 """
 
 from __future__ import annotations
