@@ -167,3 +167,21 @@ def test_use_roomcast_shows_a_stop_code_and_use_room_a_refused_room(
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "disconnected")
     expect(page.get_by_test_id("status")).to_have_attribute("data-code", "4403")
     assert states(page)[-3:] == ["connecting", "connected", "disconnected"]
+
+
+def test_use_room_fetches_the_range_a_reset_says_was_missed(
+    react_page: ReactPage, own_server: ServerProcess
+) -> None:
+    """A `reset` frame naming a gap of the same stream (fed to the page's client): the list
+    fetches what history still has of it, in offset order before what came live."""
+    for n in range(1, 6):
+        own_server.publish("gap", {"n": n})
+    page = react_page.open("gapper", since_room="gap")
+    expect(page.get_by_test_id("since")).to_have_attribute("data-status", "live")
+    epoch = page.get_by_test_id("since").get_attribute("data-epoch")
+    own_server.publish("gap", {"n": 6})
+    expect(page.locator("[data-testid=since] [data-testid=message]")).to_have_count(1)
+    page.evaluate("""(epoch) => window.client._onFrame(JSON.stringify({type: "reset",
+        room: "gap", epoch, offset: 6, missed: {from: 2, to: 4}}))""", epoch)
+    expect(page.locator("[data-testid=since] [data-testid=message]")).to_have_count(4)
+    assert [offset for _, offset, _ in shown(page, "since")] == [2, 3, 4, 6]

@@ -1,11 +1,12 @@
 // The React test page (tests/browser/test_react.py): a status line from useRoomcast() and
 // three rooms from useRoom(), under StrictMode. Query parameters: url, token, all, filtered,
 // since_room, since_offset, since_epoch, initialDelay. window.hold() makes the token
-// function wait (no connection attempt can finish) until window.release().
+// function wait (no connection attempt can finish) until window.release(); window.client
+// is the provider's client.
 import { StrictMode, useEffect } from "react";
 import { createRoot } from "react-dom/client";
 
-import type { Position } from "../../../src/roomcast/static/roomcast.js";
+import type { Position, RoomcastClient } from "../../../src/roomcast/static/roomcast.js";
 import {
   RoomcastProvider,
   useRoom,
@@ -16,6 +17,7 @@ import {
 declare global {
   interface Window {
     states: string[];
+    client: RoomcastClient | null;
     hold: () => void;
     release: () => void;
   }
@@ -39,10 +41,13 @@ async function token(): Promise<string> {
 }
 
 function Status() {
-  const { state, code, attempt } = useRoomcast();
+  const { state, code, attempt, client } = useRoomcast();
   useEffect(() => {
     window.states.push(state);
   }, [state]);
+  useEffect(() => {
+    window.client = client;
+  }, [client]);
   return (
     <p data-testid="status" data-state={state} data-code={code ?? ""}>
       {state}
