@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.browser.jstools import JS_DIR, STATIC, esbuild, run
+from tests.browser.jstools import JS_DIR, ROOT, STATIC, esbuild, run
 
 SIZE_BUDGET = 8 * 1024  # bytes of roomcast.js minified and gzipped
 
@@ -18,6 +18,19 @@ def test_the_declarations_type_check_a_sample_using_every_method_and_hook() -> N
     """tsc --noEmit over tests/js (sample.tsx, the React test page): also fails when one of
     the sample's `@ts-expect-error` misuses is accepted."""
     done = run("tsc", "--noEmit", "-p", JS_DIR)
+    assert done.returncode == 0, done.stdout.decode(errors="replace")
+
+
+def test_the_react_example_in_docs_clients_md_type_checks(tmp_path: Path) -> None:
+    """The docs' React component compiles against the declarations, as an app would see it."""
+    text = (ROOT / "docs" / "clients.md").read_text()
+    (example,) = re.findall(r"```tsx\n(.*?)```", text, flags=re.DOTALL)
+    source = example.replace('"./roomcast/', f'"{STATIC}/')
+    assert source != example, "the example no longer imports from ./roomcast/"
+    (tmp_path / "example.tsx").write_text(source)
+    (tmp_path / "tsconfig.json").write_text(json.dumps(
+        {"extends": str(JS_DIR / "tsconfig.json"), "include": [str(tmp_path / "example.tsx")]}))
+    done = run("tsc", "--noEmit", "-p", tmp_path)
     assert done.returncode == 0, done.stdout.decode(errors="replace")
 
 
