@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import WAIT, free_port
+from tests.support import WAIT, TcpProxy, free_port
 
 START = 10.0  # seconds a server may take to answer PING on a busy machine
 MASTER = "mymaster"
@@ -72,12 +72,16 @@ def server(port: int, *extra: str) -> Process:
 
 
 class SentinelSet:
-    """A master, one replica and three sentinels (quorum 2) on free ports."""
+    """A master, one replica and three sentinels (quorum 2) on free ports. With `lossy`,
+    the replica replicates through a TcpProxy that a test can `hold()`: the master then
+    acknowledges writes that the replica never gets."""
 
-    def __init__(self, directory: Path, down_after_ms: int = 500) -> None:
+    def __init__(self, directory: Path, down_after_ms: int = 500, lossy: bool = False
+                 ) -> None:
         self.master = server(free_port())
-        self.replica = server(free_port(), "--replicaof", "127.0.0.1", "0")
-        self.replica.args[-1] = str(self.master.port)
+        self.proxy = TcpProxy(self.master.port) if lossy else None
+        upstream = self.proxy.port if self.proxy is not None else self.master.port
+        self.replica = server(free_port(), "--replicaof", "127.0.0.1", str(upstream))
         self.sentinels: list[Process] = []
         for i in range(3):
             port = free_port()
@@ -116,6 +120,8 @@ class SentinelSet:
     def kill(self) -> None:
         for p in [*self.sentinels, self.replica, self.master]:
             p.kill()
+        if self.proxy is not None:
+            self.proxy.close()
 
     @staticmethod
     def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:

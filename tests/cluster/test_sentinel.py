@@ -130,6 +130,41 @@ async def test_killing_the_master_under_load_loses_nothing_acknowledged(
               f"{len(publisher.acked)} acknowledged, {len(resets)} resets")
 
 
+async def test_a_failover_that_lost_acknowledged_writes_ends_the_rooms_epoch(
+        tmp_path: Path) -> None:
+    """The replica stops getting the master's writes; two more publishes are acknowledged;
+    the master dies and the replica, behind by those two, is promoted. The node that saw
+    offsets 4 and 5 ends the room's epoch instead of handing them out again."""
+    topology = SentinelSet(tmp_path, lossy=True)
+    try:
+        await trio.to_thread.run_sync(topology.start)
+        async with running_server(backplane=topology.url, node="n") as n, \
+                connect(n, sub="u") as u:
+            await wait_until(lambda: n.ready)
+            epoch = (await u.subscribe("doc"))["rooms"]["doc"]["epoch"]
+            for i in range(3):
+                await n.publish("doc", {"n": i})
+            replica = topology.replica.port
+            await wait_until(lambda: command(replica, "GET", "rc:{doc}:o") == b"$1\r\n3\r\n")
+            assert topology.proxy is not None
+            topology.proxy.hold()  # the replica hears nothing more, and nothing is closed
+            assert [await n.publish("doc", {"n": i}) for i in (3, 4)] == [4, 5]
+            for _ in range(5):
+                await u.recv_type("message")
+            topology.master.kill()
+            await wait_until(lambda: topology.master_port() == replica, timeout=FAILOVER)
+            await wait_until(lambda: n.ready, timeout=FAILOVER)
+            reset = await u.recv_type("reset", timeout=FAILOVER)
+            assert reset["epoch"] != epoch and reset["offset"] == 0, reset
+            result = await n.publish_message("doc", {"n": 5})
+            assert (result.epoch, result.offset) == (reset["epoch"], 1)
+            message = await u.recv_type("message")
+            assert (message["offset"], message["data"]) == (1, {"n": 5})
+            assert n.backplane.fenced == 1  # type: ignore[attr-defined]
+    finally:
+        topology.kill()
+
+
 async def test_a_redis_behind_what_nodes_saw_ends_the_rooms_epoch(tmp_path: Path) -> None:
     """A restart from an older snapshot: same epoch, counter behind. The node that saw the
     lost offsets ends the stream instead of handing those offsets out again."""
