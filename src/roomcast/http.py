@@ -44,7 +44,7 @@ async def serve_connection(api: HttpApi, stream: trio.abc.Stream, deadlines: Dea
     settings = api.router.settings
     fd = transport.socket_fd(stream)
     if parser is None:
-        parser = RequestParser(settings.max_message_bytes)
+        parser = api.parser()
     timeouts = {_IDLE: KEEP_ALIVE_TIMEOUT, _HEAD: settings.handshake_timeout,
                 _BODY: BODY_TIMEOUT}
     phase = _IDLE
@@ -182,7 +182,7 @@ async def serve_request(router: Router, stream: trio.abc.Stream, head: ws.Reques
     """Serve a plain HTTP request that arrived on another port's front door (its head
     already read), and the keep-alive requests after it, as the HTTP port would."""
     api = api_for(router)
-    parser = RequestParser(router.settings.max_message_bytes)
+    parser = api.parser()
     try:
         parser.start_with(head)
     except HttpError as exc:

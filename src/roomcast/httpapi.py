@@ -14,7 +14,7 @@ import hmac
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, Final, NamedTuple
 
@@ -22,6 +22,7 @@ import msgspec
 import trio
 
 from roomcast import httpops as ops
+from roomcast import websocket as ws
 from roomcast.backplane import BackplaneUnavailable
 from roomcast.codes import ErrorCode
 from roomcast.httpbodies import (
@@ -37,12 +38,15 @@ from roomcast.httpbodies import (
     check_room,
     decode,
 )
-from roomcast.httpwire import JSON, HttpError, Request, response
+from roomcast.httpwire import JSON, HttpError, Request, RequestParser, response
 from roomcast.log import event
 from roomcast.metrics_export import registry_for, render
 from roomcast.router import Router
 
 METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# A setting candidate: the largest /api/batch body (with the right API key; others get
+# max_message_bytes), so that 1000 commands fit. Never below max_message_bytes.
+BATCH_BODY_BYTES = 16 * 1024 * 1024
 Headers = tuple[tuple[str, str], ...]
 Reply = tuple[int, bytes, str, Headers]
 Handler = Callable[[Request], Awaitable[Reply]]
@@ -141,21 +145,38 @@ class HttpApi:
         self.requests[(path if path in self.routes else "other", status)] += 1
 
     def _authorize(self, request: Request) -> None:
+        self._check_key(request.headers)
+
+    def vouch(self, head: ws.RequestHead) -> None:
+        """Before a body longer than max_message_bytes is read (only /api/batch may have
+        one): the API key must be right, or the answer is 401 and the connection closes
+        without reading the body."""
+        self._check_key(head.headers, close=True)
+
+    def _check_key(self, headers: Mapping[str, str], close: bool = False) -> None:
         key = self.router.settings.api_key
         if not key:
             raise HttpError(401, "unauthorized", "this server has no api_key configured, so "
                             "/api/ is closed; set api_key (ROOMCAST_API_KEY) to use it",
-                            headers=_CHALLENGE)
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                            headers=_CHALLENGE, close=close)
+        scheme, _, given = headers.get("authorization", "").partition(" ")
         given = given.strip()
         if scheme.lower() != "bearer" or not given:
             raise HttpError(401, "unauthorized", "send the API key as "
-                            "'Authorization: Bearer <api_key>'", headers=_CHALLENGE)
+                            "'Authorization: Bearer <api_key>'", headers=_CHALLENGE,
+                            close=close)
         # Digests of equal length: the comparison takes the same time for any wrong key.
         if key != self._key:
             self._key, self._key_digest = key, _digest(key)
         if not hmac.compare_digest(_digest(given), self._key_digest):
-            raise HttpError(401, "unauthorized", "the API key is wrong", headers=_CHALLENGE)
+            raise HttpError(401, "unauthorized", "the API key is wrong", headers=_CHALLENGE,
+                            close=close)
+
+    def parser(self) -> RequestParser:
+        """A request parser for one connection, with this endpoint's body limits."""
+        settings = self.router.settings
+        larger = max(settings.max_message_bytes, BATCH_BODY_BYTES)
+        return RequestParser(settings.max_message_bytes, {"/api/batch": larger}, self.vouch)
 
     def _body_route(self, kind: type[Any], method: str, has_body: bool = True) -> Handler:
         """A route that decodes its body into `kind` and runs the batch method `method`."""

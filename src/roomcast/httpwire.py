@@ -10,6 +10,7 @@ bounded before a byte of them is buffered.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl
 
@@ -139,13 +140,20 @@ def _content_length(head: ws.RequestHead, max_body: int) -> int:
 
 class RequestParser:
     """A connection's bytes in, whole requests out, in order (pipelining is just bytes that
-    are already here). Holds at most one head (MAX_HEAD_BYTES) and one body (`max_body`)
-    plus what a single read brought: nothing a client sends makes it hold more."""
+    are already here). Holds at most one head (MAX_HEAD_BYTES) and one body (`max_body`,
+    or a `larger` one for a head `vouch` accepts) plus what a single read brought:
+    nothing a client sends makes it hold more."""
 
-    __slots__ = ("_buffer", "_head", "_length", "_searched", "continue_due", "max_body")
+    __slots__ = ("_buffer", "_head", "_length", "_searched", "continue_due", "larger",
+                 "max_body", "vouch")
 
-    def __init__(self, max_body: int) -> None:
+    def __init__(self, max_body: int, larger: Mapping[str, int] | None = None,
+                 vouch: Callable[[ws.RequestHead], None] | None = None) -> None:
         self.max_body = max_body
+        # Paths whose bodies may be longer (up to the value), for a head `vouch` accepts
+        # (it raises HttpError otherwise): a stranger is never buffered more than max_body.
+        self.larger = larger or {}
+        self.vouch = vouch
         self._buffer = b""
         self._searched = 0  # bytes of _buffer already searched for the end of a head
         self._head: ws.RequestHead | None = None  # a head whose body is still arriving
@@ -176,7 +184,10 @@ class RequestParser:
 
     def _accept_head(self, head: ws.RequestHead) -> None:
         self._buffer = head.rest
-        self._length = _content_length(head, self.max_body)
+        bigger = self.larger.get(head.target.partition("?")[0], 0) if self.vouch else 0
+        self._length = _content_length(head, max(self.max_body, bigger))
+        if self._length > self.max_body and self.vouch is not None:
+            self.vouch(head)
         self._head = head
         self.continue_due = (self._length > len(head.rest)
                              and head.headers.get("expect", "").lower() == "100-continue")

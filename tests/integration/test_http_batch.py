@@ -150,3 +150,30 @@ async def test_commands_past_the_answer_limit_are_not_run_and_say_so(
             assert reply["error"]["error"] == "too_large"
             assert "another batch" in reply["error"]["message"]
         assert router.metrics.publishes == 20
+
+
+async def test_a_batch_may_be_longer_than_max_message_bytes_with_the_key() -> None:
+    async with api_server(max_message_bytes=1024) as router:
+        commands = [publish("project:1", "x" * 100) for _ in range(30)]  # ~4 KiB
+        assert len(replies := await batch(router, commands)) == 30
+        assert all("result" in reply for reply in replies)
+        single = await http_request(router, "POST", "/api/publish", api_key=KEY,
+                                    body={"room": "project:1", "data": "x" * 2000})
+        assert single.status == 413  # the other endpoints keep max_message_bytes
+
+
+async def test_a_long_batch_without_the_key_is_refused_before_its_body_is_read() -> None:
+    import trio
+
+    async with api_server(max_message_bytes=1024) as router:
+        stream = await trio.open_tcp_stream("127.0.0.1", router.http_port)
+        async with stream:
+            await stream.send_all(b"POST /api/batch HTTP/1.1\r\nHost: x\r\n"
+                                  b"Authorization: Bearer wrong\r\n"
+                                  b"Content-Length: 1000000\r\n\r\n")  # no body follows
+            answer = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        assert b"Connection: close" in answer

@@ -201,3 +201,29 @@ def test_the_fast_head_parser_agrees_with_the_shared_one(
         return (head.method, head.target, head.http_version, head.headers, head.rest)
 
     assert outcome(parse_head) == outcome(ws.parse_request_head)
+
+
+def test_a_longer_body_is_taken_only_on_its_path_and_once_vouched_for() -> None:
+    vouched: list[str] = []
+
+    def vouch(head: Any) -> None:
+        if head.headers.get("authorization") != "ok":
+            raise HttpError(401, "unauthorized", "the API key is wrong", close=True)
+        vouched.append(head.target)
+
+    def parse(path: str, length: int, auth: str = "ok") -> Request | None:
+        parser = RequestParser(10, {"/big": 100}, vouch)
+        parser.feed(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+                    f"Content-Length: {length}\r\n\r\n".encode() + b"x" * length)
+        return parser.next_request()
+
+    assert parse("/small", 10) is not None and parse("/big", 10) is not None
+    assert vouched == []  # within max_body: nobody is asked
+    request = parse("/big?q=1", 100)
+    assert request is not None and len(request.body) == 100
+    assert vouched == ["/big?q=1"]
+    for path, length, auth, status in (("/small", 11, "ok", 413), ("/big", 101, "ok", 413),
+                                       ("/big", 50, "wrong", 401)):
+        with pytest.raises(HttpError) as caught:
+            parse(path, length, auth)
+        assert (caught.value.status, caught.value.close) == (status, True)
