@@ -42,6 +42,9 @@ class AsyncClient:
                                        timeout=self.options.timeout,
                                        limits=self.options.limits, transport=transport)
         self._coalescer = Coalescer(self, max_in_flight) if coalesce else None
+        # Requests wait here rather than in httpx's pool, whose queue grows slow when
+        # hundreds wait for a connection at once.
+        self._slots = anyio.Semaphore(max_connections)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -60,7 +63,8 @@ class AsyncClient:
         while True:
             try:
                 try:
-                    response = await self._http.request(**self.options.request_args(call))
+                    async with self._slots:
+                        response = await self._http.request(**self.options.request_args(call))
                 except httpx.TransportError as exc:
                     raise transport_error(exc, self.options.base_url + call.path) from exc
                 return answer(call, response)
