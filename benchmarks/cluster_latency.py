@@ -1,6 +1,6 @@
 """What the Redis backplane costs: cross-node latency and each node's message rate.
 
-    .venv/bin/python -m benchmarks.cluster_latency [--messages 2000] [--rate 500]
+    .venv/bin/python -m benchmarks.cluster_latency [--messages 2000] [--rate 500] [--sentinel]
 
 Starts its own redis-server (no persistence) and `roomcast serve` processes on 127.0.0.1,
 then measures:
@@ -16,12 +16,17 @@ then measures:
   the publish script would) and counted at B's subscriber, with B's CPU seconds per
   message, so the reader's own cost shows apart from the publish path.
 
+With `--sentinel` the nodes on Redis use `redis+sentinel://` (a master, a replica and three
+sentinels, all started here): the same measurements with asynchronous replication to a
+replica on the same machine.
+
 Every process is ours and is killed by PID at the end; traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -65,14 +70,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def redis_server() -> Iterator[int]:
+def redis_server(*extra: str, port: int = 0, config: str | None = None) -> Iterator[int]:
+    """A redis-server (a sentinel with `config`) on a free port, killed by PID at the end."""
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed: run `bash scripts/setup.sh --test`")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = port or free_port()
+    args = ([config, "--sentinel"] if config else
+            ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             *extra])
+    process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -90,6 +98,49 @@ def redis_server() -> Iterator[int]:
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def ask(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(command + b"\r\n")
+        return s.recv(65536)
+
+
+@contextmanager
+def sentinel_topology() -> Iterator[tuple[int, str]]:
+    """A master, a replica and three sentinels; yields the master's port and the URL."""
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        master = stack.enter_context(redis_server())
+        replica = stack.enter_context(redis_server("--replicaof", "127.0.0.1", str(master)))
+        while b"master_link_status:up" not in ask(replica, b"INFO replication"):
+            time.sleep(0.05)
+        ports = []
+        for i in range(3):
+            port = free_port()
+            conf = f"{tmp}/sentinel{i}.conf"
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
+                        f"sentinel monitor m 127.0.0.1 {master} 2\n"
+                        "sentinel down-after-milliseconds m 1000\n")
+            ports.append(stack.enter_context(redis_server(port=port, config=conf)))
+        deadline = time.monotonic() + 30
+        while not all(b"3 usable" in ask(p, b"SENTINEL ckquorum m") for p in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not find each other")
+            time.sleep(0.1)
+        hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
+        yield master, f"redis+sentinel://{hosts}/m/0"
+
+
+@contextmanager
+def redis_backplane(sentinel: bool) -> Iterator[tuple[int, str]]:
+    """The (master's) port and the backplane URL: one redis-server, or Sentinel."""
+    if sentinel:
+        with sentinel_topology() as started:
+            yield started
+    else:
+        with redis_server() as port:
+            yield port, f"redis://127.0.0.1:{port}/0"
 
 
 class Node:
@@ -345,8 +396,8 @@ def own_cpu() -> float:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"messages": args.messages, "rate": args.rate,
                                "rounds": args.rounds, "load_before": os.getloadavg()[0]}
-    with redis_server() as redis_port:
-        url = f"redis://127.0.0.1:{redis_port}/0"
+    with redis_backplane(args.sentinel) as (redis_port, url):
+        results["backplane"] = url.split("://")[0]
         with nodes(("solo", "memory"), ("a", url), ("b", url)) as (solo, a, b):
             # Interleaved rounds, so a burst of load from elsewhere hits every scenario alike.
             scenarios = {"latency_memory_one_node": (solo, solo),
@@ -381,6 +432,8 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="publishes/s in latency runs")
     parser.add_argument("--flood", type=int, default=20000, help="messages per rate run")
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds (median)")
+    parser.add_argument("--sentinel", action="store_true",
+                        help="nodes on redis+sentinel:// (master, replica, three sentinels)")
     args = parser.parse_args()
     results = trio.run(main, args)
     print(json.dumps(results, indent=2))

@@ -409,6 +409,8 @@ class RedisBackplane(Reader, Presence, Backplane):
         st = self._watched.pop(room, None)
         if st is None:
             return
+        if st.epoch is not None and st.last is not None:
+            self._saw(room, st.epoch, st.last)  # still a floor for later publishes (§17)
         self._channels.pop(st.channel, None)
         conn = self._sub
         if conn is not None:
