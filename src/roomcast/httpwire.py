@@ -3,8 +3,8 @@
 The HTTP listener feeds a connection's bytes to a `RequestParser` and gets whole requests
 back (head and body, keep-alive and pipelining included), or an `HttpError` that already
 knows the answer to send. Request heads are read by the same parser as the WebSocket
-port's (`roomcast.websocket.parse_request_head`); bodies need `Content-Length` and are
-bounded before a byte of them is buffered.
+port's (`roomcast.websocket.parse_request_head`); bodies come with `Content-Length` (bounded
+before a byte of them is buffered) or chunked (bounded as they arrive).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ REASONS: Final = {
 }
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 JSON: Final = "application/json"
+CHUNKED: Final = -1  # the "length" of a chunked body
+MAX_CHUNK_LINE: Final = 4096  # a chunk-size line, extensions included
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 _encode: Final = msgspec.json.Encoder().encode
 _TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE: Final = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
@@ -119,12 +122,20 @@ def response(status: int, body: bytes, content_type: str = JSON, *,
 
 
 def _content_length(head: ws.RequestHead, max_body: int) -> int:
-    """How many body bytes follow the head; HttpError for what cannot be framed or is over
-    `max_body` (both close the connection: the bytes that follow cannot be trusted)."""
-    if "transfer-encoding" in head.headers:
-        raise HttpError(411, "length_required", "send the body with a Content-Length "
-                        "header; Transfer-Encoding is not accepted here", close=True)
+    """How many body bytes follow the head (-1: chunked); HttpError for what cannot be
+    framed or is over `max_body` (both close the connection: the bytes that follow cannot
+    be trusted)."""
+    coding = head.headers.get("transfer-encoding")
     raw = head.headers.get("content-length")
+    if coding is not None:
+        if coding.strip().lower() != "chunked":
+            raise HttpError(501, "not_implemented", f"Transfer-Encoding {coding[:32]!r} is "
+                            "not supported; send the body as is with Content-Length, or "
+                            "chunked", close=True)
+        if raw is not None:
+            raise HttpError(400, ErrorCode.BAD_REQUEST, "send either Content-Length or "
+                            "Transfer-Encoding: chunked, not both", close=True)
+        return CHUNKED
     if raw is None:
         return 0
     raw = raw.strip()
@@ -133,9 +144,83 @@ def _content_length(head: ws.RequestHead, max_body: int) -> int:
                         f"number of bytes, got {raw[:32]!r}", close=True)
     length = int(raw)
     if length > max_body:
-        raise HttpError(413, "too_large", f"the body is larger than {max_body} bytes "
-                        "(max_message_bytes); send less data", close=True)
+        raise too_large(max_body)
     return length
+
+
+def too_large(limit: int) -> HttpError:
+    return HttpError(413, "too_large", f"the body is larger than {limit} bytes "
+                     "(max_message_bytes); send less data", close=True)
+
+
+class ChunkedBody:
+    """A chunked body (RFC 9112 §7.1) decoded as its bytes arrive, bounded by `limit`;
+    chunk extensions and trailers are read and ignored. Decoded bytes are copied out of
+    the connection's buffer at once, so the buffer never holds more than a line."""
+
+    __slots__ = ("body", "limit", "remaining", "state", "trailer_bytes")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.body = bytearray()
+        self.state = _SIZE
+        self.remaining = 0  # bytes of the current chunk still to come
+        self.trailer_bytes = 0
+
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        """Take what it can from `data`: (bytes taken, whether the body is whole). A line
+        cut short is left in `data` for the next call. HttpError when it is malformed
+        (400), longer than `limit` (413), or its trailers are too long (431)."""
+        i, n = 0, len(data)
+        while i < n:
+            if self.state == _DATA:
+                take = min(self.remaining, n - i)
+                self.body += data[i:i + take]
+                i += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    self.state = _DATA_END
+                continue
+            if self.state == _DATA_END:
+                if n - i < 2:
+                    break
+                if data[i:i + 2] != b"\r\n":
+                    raise _bad_chunk("a chunk's data must end with CRLF")
+                i += 2
+                self.state = _SIZE
+                continue
+            end = data.find(b"\r\n", i, i + MAX_CHUNK_LINE)
+            if end < 0:
+                if n - i >= MAX_CHUNK_LINE:
+                    raise _bad_chunk(f"a chunk-size line is longer than {MAX_CHUNK_LINE} "
+                                     "bytes")
+                break
+            line, i = data[i:end], end + 2
+            if self.state == _TRAILER:
+                if not line:
+                    return i, True
+                self.trailer_bytes += len(line) + 2
+                if self.trailer_bytes > MAX_HEAD_BYTES:
+                    raise HttpError(431, "too_large", "the trailer fields are longer than "
+                                    f"{MAX_HEAD_BYTES} bytes", close=True)
+                continue
+            self._size_line(line)
+        return i, False
+
+    def _size_line(self, line: bytes) -> None:
+        size_text = line.split(b";", 1)[0].strip(b" \t")
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 16:
+            raise _bad_chunk(f"a chunk size must be hexadecimal, got {line[:32]!r}")
+        size = int(size_text, 16)
+        if len(self.body) + size > self.limit:
+            raise too_large(self.limit)
+        self.remaining = size
+        self.state = _DATA if size else _TRAILER
+
+
+def _bad_chunk(what: str) -> HttpError:
+    return HttpError(400, ErrorCode.BAD_REQUEST, f"{what} (Transfer-Encoding: chunked, RFC "
+                     "9112 section 7.1)", close=True)
 
 
 class RequestParser:
@@ -144,8 +229,8 @@ class RequestParser:
     or a `larger` one for a head `vouch` accepts) plus what a single read brought:
     nothing a client sends makes it hold more."""
 
-    __slots__ = ("_buffer", "_head", "_length", "_searched", "continue_due", "larger",
-                 "max_body", "vouch")
+    __slots__ = ("_buffer", "_chunked", "_head", "_length", "_searched", "continue_due",
+                 "larger", "max_body", "vouch")
 
     def __init__(self, max_body: int, larger: Mapping[str, int] | None = None,
                  vouch: Callable[[ws.RequestHead], None] | None = None) -> None:
@@ -158,6 +243,7 @@ class RequestParser:
         self._searched = 0  # bytes of _buffer already searched for the end of a head
         self._head: ws.RequestHead | None = None  # a head whose body is still arriving
         self._length = 0
+        self._chunked: ChunkedBody | None = None
         self.continue_due = False  # the client waits for `100 Continue` before its body
 
     @property
@@ -185,26 +271,38 @@ class RequestParser:
     def _accept_head(self, head: ws.RequestHead) -> None:
         self._buffer = head.rest
         bigger = self.larger.get(head.target.partition("?")[0], 0) if self.vouch else 0
-        self._length = _content_length(head, max(self.max_body, bigger))
-        if self._length > self.max_body and self.vouch is not None:
+        limit = max(self.max_body, bigger)
+        self._length = _content_length(head, limit)
+        if self._length == CHUNKED:  # its size is not known: vouched for up front
+            if limit > self.max_body and self.vouch is not None:
+                self.vouch(head)
+            self._chunked = ChunkedBody(limit)
+        elif self._length > self.max_body and self.vouch is not None:
             self.vouch(head)
         self._head = head
-        self.continue_due = (self._length > len(head.rest)
-                             and head.headers.get("expect", "").lower() == "100-continue")
+        self.continue_due = (self._length > len(head.rest) or self._length == CHUNKED) and (
+            head.headers.get("expect", "").lower() == "100-continue")
 
     def next_request(self) -> Request | None:
         """The next whole request, or None until more bytes arrive; HttpError for a head
         that is malformed (400) or too long (431), a body that is too long (413) or
-        cannot be framed (411, 400) — all of which end the connection."""
+        cannot be framed (400, 501) — all of which end the connection."""
         head = self._head
         if head is None:
             head = self._parse_head()
             if head is None:
                 return None
             self._accept_head(head)
-        if len(self._buffer) < self._length:
+        if self._chunked is not None:
+            taken, whole = self._chunked.feed(self._buffer)
+            self._buffer = self._buffer[taken:]
+            if not whole:
+                return None
+            body = bytes(self._chunked.body)
+            self._chunked = None
+        elif len(self._buffer) < self._length:
             return None
-        if self._length:
+        elif self._length:
             body = self._buffer[:self._length]
             self._buffer = self._buffer[self._length:]
         else:

@@ -104,8 +104,18 @@ def test_expect_100_continue_is_due_only_while_the_body_is_missing() -> None:
                  431, id="head-too-long"),
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n", 413,
                  id="body-too-long"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 411,
-                 id="chunked"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+                 id="gzip"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                 b"Content-Length: 3\r\n\r\n", 400, id="chunked-and-a-length"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"zz\r\n", 400, id="chunk-size-not-hex"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"3\r\nabcX\r\n", 400, id="chunk-without-crlf"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"401\r\n", 413, id="chunk-over-the-limit"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + b"1" * 5000, 400, id="chunk-size-line-too-long"),
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5"
                  b"\r\n\r\n", 400, id="two-lengths"),
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
@@ -227,3 +237,30 @@ def test_a_longer_body_is_taken_only_on_its_path_and_once_vouched_for() -> None:
         with pytest.raises(HttpError) as caught:
             parse(path, length, auth)
         assert (caught.value.status, caught.value.close) == (status, True)
+
+
+@given(st.binary(max_size=600), st.lists(st.integers(1, 50), max_size=30),
+       st.lists(st.integers(1, 700), max_size=12), st.booleans())
+def test_a_chunked_body_comes_out_whole_under_any_chunking(
+        body: bytes, sizes: list[int], cuts: list[int], extras: bool) -> None:
+    chunks, rest = [], body
+    for size in sizes:
+        if rest:
+            chunks.append(rest[:size])
+            rest = rest[size:]
+    if rest:
+        chunks.append(rest)
+    ext = b";name=value" if extras else b""
+    encoded = b"".join(b"%x%b\r\n%b\r\n" % (len(c), ext, c) for c in chunks)
+    encoded += b"0\r\n" + (b"X-Trailer: 1\r\n" if extras else b"") + b"\r\n"
+    data = (b"POST /api/batch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + encoded + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    parser = RequestParser(1024)
+    got: list[Request] = []
+    previous = 0
+    for cut in [*sorted(set(c for c in cuts if c < len(data))), len(data)]:
+        parser.feed(data[previous:cut])
+        previous = cut
+        got += requests_of(parser)
+    assert [(r.path, r.body) for r in got] == [("/api/batch", body), ("/next", b"")]
+    assert parser.idle
