@@ -83,38 +83,46 @@ export function useRoomcast() {
 // set of filters per room and connection); the last hook to let go unsubscribes.
 const holds = new WeakMap(); // client -> Map(room -> {count, filters, promise})
 
+/** Take a share of the client's subscription to `room` (made, or re-filtered, if need be). */
 function hold(client, room, filters, since) {
   if (!holds.has(client)) holds.set(client, new Map());
   const rooms = holds.get(client);
   const wanted = JSON.stringify(filters);
   let held = rooms.get(room);
-  if (!held || held.filters !== wanted) {
+  if (!held) {
+    held = { count: 0, filters: null, promise: null };
+    rooms.set(room, held);
+  }
+  if (held.filters !== wanted) {
     const options = { events: filters.events, where: filters.where };
     if (since) options.since = { [room]: since };
-    const promise = client.subscribe(room, options).then((entries) => entries[room]);
-    held = { count: held ? held.count : 0, filters: wanted, promise };
-    rooms.set(room, held);
-    const current = held;
-    promise.catch((error) => {
-      // Refused or stopped: forget it, so that a later hook asks again. A time-out is not
-      // final: the client keeps the room and subscribes again once connected.
-      if (error.code !== "timeout" && rooms.get(room) === current) rooms.delete(room);
+    const promise = client.subscribe(room, options).then((entries) => {
+      const entry = entries[room];
+      if (!entry.ok && entry.error !== "unavailable") forget(rooms, room, held, promise);
+      return entry;
     });
+    // A time-out is not final: the client keeps the room and subscribes once connected.
+    promise.catch((error) => error.code !== "timeout" && forget(rooms, room, held, promise));
+    held.filters = wanted;
+    held.promise = promise;
   }
   held.count++;
-  return held.promise;
+  return held;
 }
 
-function release(client, room) {
-  const rooms = holds.get(client);
-  const held = rooms && rooms.get(room);
-  if (!held) return;
+/** Refused or stopped: the client no longer has the room, so a later hook asks again. */
+function forget(rooms, room, held, promise) {
+  if (held.promise === promise && rooms.get(room) === held) rooms.delete(room);
+}
+
+function release(client, room, held) {
   held.count--;
   if (held.count > 0) return;
   // Unsubscribe a little later: a component mounted again in the same commit (StrictMode,
   // a moved component) takes the subscription over instead.
   Promise.resolve().then(() => {
-    if (held.count > 0 || rooms.get(room) !== held) return;
+    const rooms = holds.get(client);
+    if (held.count > 0 || !rooms || rooms.get(room) !== held) return;
     rooms.delete(room);
     client.unsubscribe(room).catch(() => {});
   });
@@ -132,6 +140,10 @@ function passes(message, { events, where }) {
   const data = message.data;
   if (data === null || typeof data !== "object") return false;
   return Object.entries(where).every(([field, value]) => sameJson(data[field], value));
+}
+
+function refused(room, code) {
+  return new RoomcastError(code, `cannot subscribe to ${room}: ${code}`);
 }
 
 function emptyView(room, status) {
@@ -154,10 +166,30 @@ function mergeInto(view, messages, epoch, limit) {
   if (!fresh.length) return view;
   const epochs = view.epochs.includes(epoch) ? view.epochs : [...view.epochs, epoch];
   const rank = (m) => epochs.indexOf(m.epoch);
+  const order = (a, b) => rank(a) - rank(b) || a.offset - b.offset;
+  const last = view.messages[view.messages.length - 1];
   let list = view.messages.concat(fresh);
-  list.sort((a, b) => rank(a) - rank(b) || a.offset - b.offset);
+  if (fresh.length > 1 || (last && order(last, fresh[0]) > 0)) list.sort(order); // else: live, in order
   if (list.length > limit) list = list.slice(list.length - limit);
   return { ...view, messages: list, epochs };
+}
+
+/**
+ * A function that fetches offsets from..to of a stream (`epoch`) from history, the newest
+ * `limit` of them at most, and merges what passes the filters; failures go to `failed`.
+ */
+function filler(client, room, filters, limit, merge, failed) {
+  return async (epoch, from, to) => {
+    const first = Math.max(from, to - Math.min(limit, 1000) + 1, 1);
+    if (to < first) return;
+    try {
+      const page = await client.history(room, { since: first - 1, limit: to - first + 1 });
+      if (page.epoch !== epoch) return; // the stream moved on again: its own event follows
+      merge(page.messages.filter((m) => m.offset <= to && passes(m, filters)), epoch);
+    } catch (error) {
+      failed(error);
+    }
+  };
 }
 
 /** Subscribe a hook to a room and keep its view up to date; returns the clean-up. */
@@ -172,25 +204,13 @@ function followRoom(client, room, filters, settings, update) {
   const merge = (messages, epoch) => {
     if (active) update((view) => ({ ...mergeInto(view, messages, epoch, limit), position: position() }));
   };
-  // Fetch offsets from..to of `epoch` from history (the newest `limit` of them at most).
-  const fill = async (epoch, from, to) => {
-    const first = Math.max(from, to - Math.min(limit, 1000) + 1, 1);
-    if (to < first) return;
-    try {
-      const page = await client.history(room, { since: first - 1, limit: to - first + 1 });
-      if (page.epoch !== epoch) return; // the stream moved on again: its own event follows
-      merge(page.messages.filter((m) => m.offset <= to && passes(m, filters)), epoch);
-    } catch (error) {
-      set(() => ({ error }));
-    }
-  };
+  const fill = filler(client, room, filters, limit, merge, (error) => set(() => ({ error })));
   const onRoom = (handler) => (detail) => detail.room === room && handler(detail);
   const offs = [
     client.on("message", onRoom((m) => merge([m], (client.positions.get(room) || {}).epoch ?? null))),
     client.on("subscribed", onRoom((s) => {
       if (s.ok) set(() => ({ status: "live", error: null, position: position() }));
-      else set((v) => ({ status: s.error === "unavailable" ? v.status : "error",
-                         error: new RoomcastError(s.error, `cannot subscribe to ${room}: ${s.error}`) }));
+      else set((v) => ({ status: s.error === "unavailable" ? v.status : "error", error: refused(room, s.error) }));
     })),
     client.on("recovery", onRoom((r) => {
       set(() => ({ recovery: r }));
@@ -205,8 +225,13 @@ function followRoom(client, room, filters, settings, update) {
       if (state !== CONNECTED) set((v) => ({ status: v.status === "live" ? "recovering" : v.status }));
     }),
   ];
-  hold(client, room, filters, since).then((entry) => {
-    if (!active || !entry.ok) return;
+  const held = hold(client, room, filters, since);
+  held.promise.then((entry) => {
+    if (!active) return;
+    if (!entry.ok) {
+      if (entry.error !== "unavailable") set(() => ({ status: "error", error: refused(room, entry.error) }));
+      return;
+    }
     set((v) => ({ status: client.state === CONNECTED ? "live" : v.status, position: v.position || position() }));
     if (!since && history > 0) fill(entry.epoch, entry.offset - history + 1, entry.offset);
   }, (error) => {
@@ -215,7 +240,7 @@ function followRoom(client, room, filters, settings, update) {
   return () => {
     active = false;
     for (const off of offs) off();
-    release(client, room);
+    release(client, room, held);
   };
 }
 
