@@ -185,3 +185,33 @@ def test_use_room_fetches_the_range_a_reset_says_was_missed(
         room: "gap", epoch, offset: 6, missed: {from: 2, to: 4}}))""", epoch)
     expect(page.locator("[data-testid=since] [data-testid=message]")).to_have_count(4)
     assert [offset for _, offset, _ in shown(page, "since")] == [2, 3, 4, 6]
+
+
+def test_hooks_on_one_room_share_its_subscription_until_the_last_unmounts(
+    react_page: ReactPage, own_server: ServerProcess
+) -> None:
+    page = react_page.open("twins", all="shared", twin="1", filtered="other")
+    for feed in ("all", "twin", "filtered"):
+        expect(page.get_by_test_id(feed)).to_have_attribute("data-status", "live")
+    own_server.publish("shared", {"n": 1})
+    for feed in ("all", "twin"):
+        expect(page.locator(f"[data-testid={feed}] [data-testid=message]")).to_have_count(1)
+    page.get_by_test_id("hide-twin").click()
+    expect(page.get_by_test_id("twin")).to_have_count(0)
+    own_server.publish("shared", {"n": 2})
+    expect(page.locator("[data-testid=all] [data-testid=message]")).to_have_count(2)
+    assert page.evaluate("() => window.client.subscriptions.has('shared')")
+
+    page.evaluate("() => { window.seen = []; "
+                  "window.client.on('frame', (f) => window.seen.push(f)); }")
+    page.get_by_test_id("hide-all").click()
+    page.wait_for_function("() => window.seen.some((f) => f.type === 'unsubscribed')")
+    assert page.evaluate("() => window.seen.find((f) => f.type === 'unsubscribed').rooms") == [
+        "shared"]
+    # Nothing of the room comes any more: a message published after it, then one of another
+    # room, and only the other arrives.
+    own_server.publish("shared", {"n": 3})
+    own_server.publish("other", {"kind": "a"}, event="keep")
+    expect(page.locator("[data-testid=filtered] [data-testid=message]")).to_have_count(1)
+    assert page.evaluate("() => window.seen.filter((f) => f.type === 'message')"
+                         ".map((f) => f.room)") == ["other"]

@@ -1,9 +1,10 @@
 // The React test page (tests/browser/test_react.py): a status line from useRoomcast() and
 // three rooms from useRoom(), under StrictMode. Query parameters: url, token, all, filtered,
-// since_room, since_offset, since_epoch, initialDelay. window.hold() makes the token
+// since_room, since_offset, since_epoch, initialDelay, and twin (a second list of `all`;
+// buttons unmount either list). window.hold() makes the token
 // function wait (no connection attempt can finish) until window.release(); window.client
 // is the provider's client.
-import { StrictMode, useEffect } from "react";
+import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
 import type { Position, RoomcastClient } from "../../../src/roomcast/static/roomcast.js";
@@ -83,11 +84,15 @@ function App() {
   const since: Position | null = param("since_epoch")
     ? { offset: Number(param("since_offset")), epoch: param("since_epoch") }
     : null;
+  const [shown, setShown] = useState({ all: true, twin: param("twin") !== "" });
   return (
     <RoomcastProvider url={param("url")}
                       options={{ token, initialDelay: Number(param("initialDelay") || 300) }}>
       <Status />
-      <Feed name="all" room={param("all")} options={{ history: 10 }} />
+      <button data-testid="hide-all" onClick={() => setShown({ ...shown, all: false })}>hide</button>
+      <button data-testid="hide-twin" onClick={() => setShown({ ...shown, twin: false })}>hide</button>
+      {shown.all && <Feed name="all" room={param("all")} options={{ history: 10 }} />}
+      {shown.twin && <Feed name="twin" room={param("all")} options={{ history: 10 }} />}
       <Feed name="filtered" room={param("filtered")}
             options={{ events: ["keep"], where: { kind: "a" }, history: 10 }} />
       <Feed name="since" room={param("since_room")} options={{ since }} />
