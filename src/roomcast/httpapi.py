@@ -53,6 +53,9 @@ Handler = Callable[[Request], Awaitable[Reply]]
 _STATIC: Final = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/roomcast.js": ("roomcast.js", "text/javascript; charset=utf-8"),
+    "/roomcast.d.ts": ("roomcast.d.ts", "application/typescript; charset=utf-8"),
+    "/roomcast-react.js": ("roomcast-react.js", "text/javascript; charset=utf-8"),
+    "/roomcast-react.d.ts": ("roomcast-react.d.ts", "application/typescript; charset=utf-8"),
 }
 _CHALLENGE: Final = (("WWW-Authenticate", 'Bearer realm="roomcast"'),)
 _encode: Final = msgspec.json.Encoder().encode
@@ -85,7 +88,7 @@ class HttpApi:
             "/metrics": Route(get, self.metrics, False),
             "/roomcast.json": Route(get, self.where, False),
             "/": Route(get, self.static, False),
-            "/roomcast.js": Route(get, self.static, False),
+            **{path: Route(get, self.static, False) for path in _STATIC},
             "/api/publish": Route(post, self.publish, True),
             "/api/batch": Route(post, self.batch, True),
             "/api/presence": Route(get, self.presence, True),

@@ -87,6 +87,9 @@ def _all_messages(exc: BaseException) -> str:
 @pytest.mark.parametrize(("path", "name", "content_type"), [
     ("/", "index.html", "text/html"),
     ("/roomcast.js", "roomcast.js", "text/javascript"),
+    ("/roomcast.d.ts", "roomcast.d.ts", "application/typescript"),
+    ("/roomcast-react.js", "roomcast-react.js", "text/javascript"),
+    ("/roomcast-react.d.ts", "roomcast-react.d.ts", "application/typescript"),
 ])
 async def test_the_static_files_are_served_from_the_package(
         path: str, name: str, content_type: str) -> None:

@@ -16,6 +16,7 @@ PURE = ("roomcast.core", "roomcast.codes", "roomcast.errors", "roomcast.protocol
         "roomcast.auth", "roomcast.limits", "roomcast.history", "roomcast.rooms",
         "roomcast.streams", "roomcast.websocket", "roomcast.metrics", "roomcast.settings",
         "roomcast.permissions", "roomcast.revocations", "roomcast.jwks", "roomcast.proxies",
+        "roomcast.httpwire",
         # the client's core, shared by its Trio and asyncio shells
         "roomcast.client.session", "roomcast.client.rules", "roomcast.client.events",
         "roomcast.client.backoff", "roomcast.client.tokens", "roomcast.client.errors",
