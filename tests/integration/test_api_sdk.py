@@ -124,6 +124,34 @@ def test_a_batch_answers_each_command_in_order_and_one_bad_command_stops_nothing
             client.batch().send()
 
 
+class CountingSyncTransport(httpx.HTTPTransport):
+    """httpx's own blocking transport, counting the requests per path it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return super().handle_request(request)
+
+
+def test_the_blocking_client_coalesces_publishes_from_many_threads(
+        server: ServerProcess) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    transport = CountingSyncTransport()
+    with Client(server.http_url(), api_key=server.api_key, coalesce=True, max_in_flight=1,
+                transport=transport) as client, ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda n: client.publish("sdk:threads", n), range(400),
+                                timeout=WAIT))
+        bad = pool.submit(client.publish, "bad room", 0)
+        with pytest.raises(BadRequest):
+            bad.result(timeout=WAIT)
+    assert sorted(r.offset for r in results) == list(range(1, 401))
+    assert "/api/batch" in transport.paths and len(transport.paths) < 400
+
+
 # ---------------------------------------------------------------- errors
 def test_a_wrong_api_key_is_unauthorized_and_says_what_to_do(server: ServerProcess) -> None:
     with Client(server.http_url(), api_key="wrong") as client, \
