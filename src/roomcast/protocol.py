@@ -7,6 +7,7 @@ encoded here, and `text_frame` wraps a payload in an unmasked WebSocket frame he
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Container
 from datetime import UTC, datetime
@@ -195,9 +196,22 @@ def _parse(
 
 
 # ---------------------------------------------------------------- server frames (§5)
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def iso_time(ts: float) -> str:
-    """Unix seconds to ISO 8601 UTC with milliseconds and a `Z`."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """Unix seconds to ISO 8601 UTC with milliseconds (truncated) and a `Z`. The date and
+    time of day are formatted once per second: messages of one second share them."""
+    second = math.floor(ts)
+    micros = round((ts - second) * 1_000_000)  # as datetime rounds (half to even)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    global _second
+    cached = _second  # one read: another thread may replace it meanwhile
+    if second != cached[0]:
+        cached = _second = (
+            second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
 def encode(frame: dict[str, Any]) -> bytes:

@@ -386,7 +386,9 @@ class Router:
     def _rewake(self) -> None:
         """Wake the sweeper sooner when something new is due before it planned to."""
         if self._wake is not None:
-            self._wake.deadline = min(self._wake.deadline, self.core.deadlines.next_wake())
+            due = self.core.deadlines.next_wake()
+            if due < self._wake.deadline:  # setting a deadline costs trio bookkeeping
+                self._wake.deadline = due
 
     async def _sweeper(self) -> None:
         """Token expiry (4401), silent connections (4408) and heartbeat pings, on time."""

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol
 
 from roomcast import protocol as p
@@ -233,6 +235,14 @@ def test_text_frame_is_byte_identical_to_wsproto_server_framing(size: int) -> No
 def test_ping_frame_is_wsproto_s_empty_ping() -> None:
     frame = FrameProtocol(client=False, extensions=[]).ping(b"")
     assert bytes(frame) == PING_FRAME
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_iso_time_is_what_datetime_formats(ts: float) -> None:
+    from datetime import UTC, datetime
+
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    assert p.iso_time(ts) == expected
 
 
 def test_iso_time_is_utc_with_milliseconds_and_z() -> None:
