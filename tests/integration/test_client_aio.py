@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from roomcast.client import (
+    DEAD_LINK,
     Backoff,
     CloseInfo,
     ConnectError,
@@ -318,3 +319,41 @@ def test_a_4401_then_a_new_token_reconnects_and_without_one_stops(
         assert states.codes(State.RECONNECTING) == [4401]
 
     run(main())
+
+
+@pytest.mark.parametrize("code", [1000, 4403])
+def test_a_stop_code_ends_the_client_and_messages_raises_disconnected(
+        server: ServerProcess, code: int) -> None:
+    async def main() -> None:
+        user = f"stop{code}"
+        async with connect(server.ws_url(), token(user), backoff=FAST) as client:
+            events = client.messages()
+            await asyncio.to_thread(server.api, "POST", "/api/disconnect",
+                                    {"user_id": user, "code": code, "reason": "go away"})
+            with pytest.raises(Disconnected) as caught:
+                await next_event(events)
+            assert caught.value.code == code and client.state == State.DISCONNECTED
+            with pytest.raises(Disconnected):
+                await client.publish("aio:late", 1)
+
+    run(main())
+
+
+def test_a_link_that_stops_answering_pings_is_dropped_and_reconnected(
+        server: ServerProcess) -> None:
+    proxy = TcpProxy(server.port)
+    states = States()
+
+    async def main() -> None:
+        async with connect(proxy.url(), token(), backoff=FAST, ping_interval=0.2,
+                           ping_timeout=0.5, on_state=states) as client:
+            proxy.hold()  # nothing passes any more, and nothing is closed
+            await wait_state(client, State.RECONNECTING)
+            await wait_state(client, State.CONNECTED)
+            assert await client.ping() >= 0
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
+    assert states.codes(State.RECONNECTING)[:1] == [DEAD_LINK]
