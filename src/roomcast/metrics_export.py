@@ -62,7 +62,7 @@ class RouterCollector:
                                 value=int(router.draining))
         info = GaugeMetricFamily(PREFIX + "node_info", "Constant 1, labelled with this node.",
                                  labels=["node", "backplane"])
-        info.add_metric([router.settings.node, router.backplane.name], 1)
+        info.add_metric([router.settings.node, stats["backplane"]], 1)
         yield info
         plain = (
             ("connections_opened", "WebSocket connections admitted.", m.connections_opened),

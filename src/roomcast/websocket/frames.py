@@ -262,7 +262,9 @@ class FrameReader:
 
     def _parse(self, data: bytes | bytearray, events: list[Event]) -> int:
         """Append the events of every complete frame in `data` to `events`; return the offset
-        of the first byte not consumed. Each check runs as soon as its bytes are present."""
+        of the first byte not consumed. Each check runs as soon as its bytes are present.
+        (One function on purpose: it runs for every frame a client sends, and calls per
+        header field would cost more than the parsing itself.)"""
         pos = 0
         end_data = len(data)
         while end_data - pos >= 2:
