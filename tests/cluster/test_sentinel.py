@@ -102,9 +102,11 @@ async def test_killing_the_master_under_load_loses_nothing_acknowledged(
             nursery.start_soon(read_feed, u, "feed", epoch, caught_up, got, resets)
             await wait_until(lambda: len(publisher.acked) >= 50)
             old_master = sentinels.master.port
+            killed = time.monotonic()
             sentinels.master.kill()
             await wait_until(lambda: publisher.failed > 0, timeout=FAILOVER)
             await wait_until(lambda: sentinels.master_port() != old_master, timeout=FAILOVER)
+            switched = time.monotonic() - killed
             before = len(publisher.acked)
             await wait_until(lambda: len(publisher.acked) >= before + 50, timeout=FAILOVER)
             stop.set()
@@ -126,8 +128,32 @@ async def test_killing_the_master_under_load_loses_nothing_acknowledged(
         missing = [k for k in publisher.acked if k not in received]
         reset_epochs = {r["epoch"] for r in resets}
         assert all(k[0] not in reset_epochs and resets for k in missing), missing
-        print(f"publishes failed for {publisher.outage:.2f} s ({publisher.failed} refused), "
+        assert publisher.first_failure is not None
+        print(f"sentinels named the new master {switched:.2f} s after the kill; publishes "
+              f"failed from {publisher.first_failure - killed:.2f} s for "
+              f"{publisher.outage:.2f} s ({publisher.failed} refused), "
               f"{len(publisher.acked)} acknowledged, {len(resets)} resets")
+
+
+async def test_a_switchover_with_the_old_master_alive_moves_every_node(
+        sentinels: SentinelSet) -> None:
+    """SENTINEL FAILOVER: the old master stays up and becomes a replica; the node leaves it
+    (announced switch, ROLE) and goes on with the same stream on the new master."""
+    async with running_server(backplane=sentinels.url, node="a") as a, \
+            connect(a, sub="u") as u:
+        await wait_until(lambda: a.ready)
+        epoch = (await u.subscribe("doc"))["rooms"]["doc"]["epoch"]
+        assert await a.publish("doc", {"n": 1}) == 1
+        old = sentinels.master.port
+        assert command(sentinels.sentinels[0].port, "SENTINEL", "FAILOVER",
+                       "mymaster").startswith(b"+OK")
+        await wait_until(lambda: sentinels.master_port() != old, timeout=FAILOVER)
+        await wait_until(lambda: a.backplane.failovers == 1 and a.ready,  # type: ignore[attr-defined]
+                         timeout=FAILOVER)
+        result = await a.publish_message("doc", {"n": 2})
+        assert (result.epoch, result.offset) == (epoch, 2)
+        got = [await u.recv_type("message") for _ in range(2)]
+        assert [m["offset"] for m in got] == [1, 2]
 
 
 async def test_a_failover_that_lost_acknowledged_writes_ends_the_rooms_epoch(

@@ -57,7 +57,7 @@ from roomcast.backplane.redis.scripts import (
     REVOKE,
 )
 from roomcast.backplane.redis.sentinel import SCHEME as SENTINEL_SCHEME
-from roomcast.backplane.redis.sentinel import SentinelURL, locate
+from roomcast.backplane.redis.sentinel import SentinelURL, follow, locate
 from roomcast.backplane.redis.sentinel import parse as parse_sentinel_url
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
@@ -133,6 +133,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._revoked_seen: dict[str, float] = {}
         self._seen: dict[str, tuple[bytes, int]] = {}  # room -> highest (epoch, offset) heard
         self._kick = trio.Event()
+        self._wake = trio.Event()  # set when the sentinels announce a new master
         self._first_attempt = trio.Event()
         self._registered = False  # the heartbeat has put this node in rc:nodes
         self.down_reason = ""  # why Redis is unusable, for errors and logs
@@ -159,6 +160,9 @@ class RedisBackplane(Reader, Presence, Backplane):
         heartbeat; started once the first connection attempt has succeeded or failed."""
         self._sink = sink
         async with trio.open_nursery() as nursery:
+            if self._sentinel is not None:
+                nursery.start_soon(follow, self._sentinel, self.command_timeout,
+                                   self._master_switched)
             nursery.start_soon(self._subscriber, sink)
             with trio.move_on_after(2 * self.command_timeout + 1):
                 await self._first_attempt.wait()
@@ -198,7 +202,9 @@ class RedisBackplane(Reader, Presence, Backplane):
                 logged_at = now
                 log_event("redis backplane unreachable; /readyz answers 503 until it is back",
                           30, redis=self.where, error=self.down_reason)
-            await trio.sleep(random.uniform(backoff / 2, backoff))
+            with trio.move_on_after(random.uniform(backoff / 2, backoff)):
+                await self._wake.wait()  # the sentinels named a new master: go now
+            self._wake = trio.Event()
             backoff = min(backoff * 2, self.max_backoff)
             self.reconnects += 1
 
@@ -249,6 +255,13 @@ class RedisBackplane(Reader, Presence, Backplane):
                       old=str(self._location), new=str(location))
         self._location = location
         self.where = f"{location} (master {url.master!r})"
+
+    def _master_switched(self) -> None:
+        """A sentinel announced a new master: leave the old one, reconnect at once."""
+        self._wake.set()
+        if self._cmd is not None:
+            self.down_reason = "the sentinels named a new master"
+            self._cmd.invalidate()
 
     async def _check_master(self, conn: BaseConnection) -> None:
         """Fail the session unless the server is a master (a sentinel may name a master

@@ -5,13 +5,16 @@ The URL names the sentinels, the master's name and the database:
 are the master's. Each session of the backplane asks the sentinels, in turn, for the
 master's address (`SENTINEL get-master-addr-by-name`), connects to it and checks with
 `ROLE` that it is a master, so a failover ends the session and the next one finds the new
-master.
+master. The sentinels' `+switch-master` announcements wake a node waiting to reconnect.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 import trio
@@ -95,3 +98,26 @@ async def locate(url: SentinelURL, timeout: float) -> tuple[str, int]:
             continue
         return bytes(reply[0]).decode(), int(reply[1])
     raise RedisConnectionError("no sentinel named the master (" + "; ".join(failures) + ")")
+
+
+async def follow(url: SentinelURL, timeout: float, on_switch: Callable[[], None]) -> None:
+    """Call `on_switch` whenever a sentinel announces a new master for `url.master`
+    (`+switch-master`), so that a node reconnects at once instead of after its backoff.
+    Listens to one sentinel at a time, the next one when that connection ends; a hint only:
+    without it, the next reconnection attempt asks the sentinels anyway."""
+    name = url.master.encode()
+    for attempt in itertools.count():
+        host, port = url.sentinels[attempt % len(url.sentinels)]
+        conn = TCPConnection(TCPLocation(host, port), connect_timeout=timeout)
+        with contextlib.suppress(Exception):  # a hint: reconnecting does not depend on it
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(conn.run)
+                    conn.send_command(b"SUBSCRIBE", b"+switch-master")
+                    async for push in conn.push_messages:
+                        if push[0] == b"message" and cast(bytes, push[2]).startswith(name + b" "):
+                            on_switch()
+                    nursery.cancel_scope.cancel()
+            finally:
+                conn.invalidate()
+        await trio.sleep(1.0)
