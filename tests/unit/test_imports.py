@@ -18,7 +18,8 @@ PURE = ("roomcast.core", "roomcast.codes", "roomcast.errors", "roomcast.protocol
         "roomcast.permissions", "roomcast.revocations", "roomcast.jwks", "roomcast.proxies",
         "roomcast.httpwire",
         # the client's core, shared by its Trio and asyncio shells
-        "roomcast.client.session", "roomcast.client.rules", "roomcast.client.events",
+        "roomcast.client.session", "roomcast.client.rules", "roomcast.client.outbox",
+        "roomcast.client.events",
         "roomcast.client.backoff", "roomcast.client.tokens", "roomcast.client.errors",
         # the server-API SDK's requests and results, shared by its two clients
         "roomcast.api.calls", "roomcast.api.results", "roomcast.api.errors",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -99,14 +98,8 @@ class Client(Lifecycle):
         frame = publish_frame(room, data, event, key)
         timeout = self.publish_timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    try:
-                        reply = await self._request(frame, timeout=math.inf)
-                        break
-                    except ConnectionLost:
-                        await self._changed.wait()  # then send it again, same key
-        except TimeoutError:
+            reply = await self._request(frame, timeout, resend=True)
+        except RequestTimeout:
             raise RequestTimeout(f"no reply to publish within {timeout} s; it may or may not "
                                  f"have been delivered: retry with idempotency_key={key!r}"
                                  ) from None
@@ -137,7 +130,7 @@ class Client(Lifecycle):
     async def refresh(self, token: str | None = None) -> str:
         """Give the live connection a new token (from the token function unless given);
         returns the new expiry as the server wrote it."""
-        return await self._refresh_on(None, token or await self._token())
+        return await self._refresh_on(token or await self._token())
 
     async def messages(self) -> AsyncIterator[Event]:
         """Messages, presence events, direct frames, resume outcomes (Recovery) and stream

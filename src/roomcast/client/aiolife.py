@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import logging
 import math
 import time
@@ -37,6 +36,7 @@ from roomcast.client.events import (
     State,
     SubscribeResult,
 )
+from roomcast.client.outbox import Outbox
 from roomcast.client.rules import (
     Next,
     after_close,
@@ -86,7 +86,8 @@ class Lifecycle:
         self._waiters: dict[str, list[asyncio.Future[SubscribeResult]]] = {}
         self._link: Link | None = None
         self._changed = asyncio.Event()
-        self._ids = itertools.count(1)
+        self._outbox = Outbox()  # commands not yet answered, across connections
+        self._calls: dict[int, asyncio.Future[dict[str, Any]]] = {}  # their callers
         self._attempt = 0
         self._skew = 0.0
         self._closing = False
@@ -117,14 +118,6 @@ class Lifecycle:
         while self.state not in states:
             await self._changed.wait()
         return self.state
-
-    async def _wait_link(self) -> Link:
-        while True:
-            if self.stopped is not None:
-                raise Disconnected(self.stopped.code, self.stopped.reason)
-            if self.state == State.CONNECTED and self._link is not None:
-                return self._link
-            await self._changed.wait()
 
     # ------------------------------------------------------------ the connection loop
     async def _token(self) -> str:
@@ -189,6 +182,11 @@ class Lifecycle:
                 if not waiter.done():
                     waiter.set_exception(self.stopped)
         self._waiters.clear()
+        for call in self._calls.values():
+            if not call.done():
+                call.set_exception(self.stopped)
+        self._calls.clear()
+        self._outbox.pending.clear()
         self._mailbox.close()
         self._set_state(State.DISCONNECTED, close)
 
@@ -214,9 +212,12 @@ class Lifecycle:
                 for filters, rooms, since in self._book.resubscribe():
                     await self._send_subscribe(link, rooms, filters, since)
                 self._link = link
+                for pending in self._outbox.connected():  # unanswered publishes, again
+                    await link.send(pending.frame)
+                    self._outbox.sent(pending)
                 self._set_state(State.CONNECTED)
                 tasks.append(asyncio.create_task(watch_pings(
-                    link, self.ping_interval, self.ping_timeout, self._ids.__next__)))
+                    link, self.ping_interval, self.ping_timeout, self._outbox.next_id)))
                 tasks.append(asyncio.create_task(self._refresher(link)))
             await link.ended.wait()
             return link.close or CloseInfo(CloseCode.ABNORMAL, "the connection ended")
@@ -225,7 +226,11 @@ class Lifecycle:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            link.lose_calls()
+            for pending in self._outbox.lost():
+                call = self._calls.pop(pending.id, None)
+                if call is not None and not call.done():
+                    call.set_exception(ConnectionLost(
+                        f"the connection closed before the reply to {pending.frame['type']}"))
             await self._close_socket(link)
 
     async def _close_socket(self, link: Link) -> None:
@@ -265,10 +270,11 @@ class Lifecycle:
                     if not waiter.done():
                         waiter.set_exception(todo.error)
         if todo.reply is not None:
-            call = link.calls.pop(todo.reply["id"], None)
+            answered = self._outbox.reply(todo.reply["id"])
+            call = self._calls.pop(answered.id, None) if answered is not None else None
             if call is not None and not call.done():
                 call.set_result(todo.reply)
-            elif call is None and todo.reply.get("type") == "error":
+            elif answered is None and todo.reply.get("type") == "error":
                 logger.warning("server error: %s %s", frame.get("code"), frame.get("message"))
         if todo.warning is not None:
             logger.warning("%s", todo.warning)
@@ -278,27 +284,35 @@ class Lifecycle:
     # ------------------------------------------------------------ frames out
     async def _send_subscribe(self, link: Link, rooms: list[str], filters: Filters,
                               since: dict[str, Position]) -> None:
-        command_id = next(self._ids)
+        command_id = self._outbox.next_id()
         self._book.sent_subscribe(command_id, rooms, since)
         await link.send(subscribe_frame(command_id, rooms, filters, since))
 
-    async def _request(self, frame: dict[str, Any], timeout: float | None = None,
-                       link: Link | None = None) -> dict[str, Any]:
-        """Send a command and return its reply (raise CommandError for an `error`)."""
+    async def _request(self, frame: dict[str, Any], timeout: float | None = None, *,
+                       resend: bool = False) -> dict[str, Any]:
+        """Send a command (now, or on the next connection) and return its reply; raise
+        CommandError for an `error`. `resend`: sent again on every new connection until
+        answered (else ConnectionLost when its connection closes first)."""
+        if self.stopped is not None:
+            raise Disconnected(self.stopped.code, self.stopped.reason)
         timeout = self.request_timeout if timeout is None else timeout
-        command_id = next(self._ids)
+        pending = self._outbox.add(frame, resend=resend)
+        call: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._calls[pending.id] = call
         try:
             async with asyncio.timeout(None if math.isinf(timeout) else timeout):
-                if link is None:
-                    link = await self._wait_link()
-                call: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                link.calls[command_id] = call
-                await link.send({**frame, "id": command_id})
+                link = self._link
+                if self._outbox.up and link is not None:
+                    with contextlib.suppress(ConnectionLost):  # the next connection sends it
+                        await link.send(pending.frame)
+                        self._outbox.sent(pending)
                 reply = await call
         except TimeoutError:
-            if link is not None:
-                link.calls.pop(command_id, None)
             raise RequestTimeout(f"no reply to {frame['type']} within {timeout} s") from None
+        finally:
+            if not call.done():
+                self._outbox.drop(pending)
+                self._calls.pop(pending.id, None)
         if reply.get("type") == "error":
             raise CommandError(str(reply.get("code")), str(reply.get("message")))
         return reply
@@ -320,7 +334,7 @@ class Lifecycle:
             if fresh is None:
                 return
             try:
-                await self._refresh_on(link, fresh)
+                await self._refresh_on(fresh)
             except CommandError as exc:
                 logger.warning("token refresh refused: %s", exc)
                 return
@@ -343,7 +357,7 @@ class Lifecycle:
                 return None  # nothing newer: the server will close with 4401
             await asyncio.sleep(left / 2)
 
-    async def _refresh_on(self, link: Link | None, token: str) -> str:
-        reply = await self._request({"type": "refresh", "token": token}, link=link)
+    async def _refresh_on(self, token: str) -> str:
+        reply = await self._request({"type": "refresh", "token": token})
         self.token = token
         return str(reply.get("expires_at", ""))

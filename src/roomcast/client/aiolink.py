@@ -73,11 +73,10 @@ class Mailbox:
 
 
 class Link:
-    """One WebSocket connection of the client's life, with the commands waiting on it."""
+    """One WebSocket connection of the client's life."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.calls: dict[int | str, asyncio.Future[dict[str, Any]]] = {}
         self.seen = asyncio.Event()  # set by every frame: the link is alive
         self.handing_off = False  # waiting on the app, not on the server
         self.close: CloseInfo | None = None
@@ -88,13 +87,6 @@ class Link:
         if self.close is None:
             self.close = close
         self.ended.set()
-
-    def lose_calls(self) -> None:
-        """Fail every waiting command: no reply will come on this connection."""
-        for call in self.calls.values():
-            if not call.done():
-                call.set_exception(ConnectionLost("the connection closed before the reply"))
-        self.calls.clear()
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send a frame; ConnectionLost when this connection is gone."""

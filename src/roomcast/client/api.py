@@ -91,16 +91,12 @@ class Client(Lifecycle):
         key = idempotency_key or secrets.token_hex(16)
         frame = publish_frame(room, data, event, key)
         timeout = self.publish_timeout if timeout is None else timeout
-        reply: dict[str, Any] | None = None
-        with trio.move_on_after(timeout):
-            while reply is None:
-                try:
-                    reply = await self._request(frame, timeout=math.inf)
-                except ConnectionLost:
-                    await self._state_changed.wait()  # then send it again, same key
-        if reply is None:
+        try:
+            reply = await self._request(frame, timeout, resend=True)
+        except RequestTimeout:
             raise RequestTimeout(f"no reply to publish within {timeout} s; it may or may not "
-                                 f"have been delivered: retry with idempotency_key={key!r}")
+                                 f"have been delivered: retry with idempotency_key={key!r}"
+                                 ) from None
         return read_published(room, reply)
 
     async def history(self, room: str, *, since: int | None = None,
@@ -127,7 +123,7 @@ class Client(Lifecycle):
     async def refresh(self, token: str | None = None) -> str:
         """Give the live connection a new token (from the token function unless given);
         returns the new expiry as the server wrote it."""
-        return await self._refresh_on(None, token or await self._token())
+        return await self._refresh_on(token or await self._token())
 
     async def messages(self) -> AsyncIterator[Event]:
         """Messages, presence events, direct frames, resume outcomes (Recovery) and stream

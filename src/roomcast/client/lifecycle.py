@@ -6,10 +6,10 @@ and positions), `backoff` (when to come back), `transport` (the WebSocket IO).""
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from roomcast.client.events import (
     State,
     SubscribeResult,
 )
+from roomcast.client.outbox import Outbox
 from roomcast.client.rules import (
     Next,
     after_close,
@@ -112,7 +113,8 @@ class Lifecycle:
         self._waiters: dict[str, list[Waiter]] = {}
         self._link: Link | None = None
         self._state_changed = trio.Event()
-        self._ids = itertools.count(1)
+        self._outbox = Outbox()  # commands not yet answered, across connections
+        self._calls: dict[int, Call] = {}  # their callers
         self._attempt = 0
         self._skew = 0.0  # server clock minus ours, seconds
         self._closing = False
@@ -144,14 +146,6 @@ class Lifecycle:
         while self.state not in states:
             await self._state_changed.wait()
         return self.state
-
-    async def _wait_link(self) -> Link:
-        while True:
-            if self.stopped is not None:
-                raise Disconnected(self.stopped.code, self.stopped.reason)
-            if self.state == State.CONNECTED and self._link is not None:
-                return self._link
-            await self._state_changed.wait()
 
     # ------------------------------------------------------------ the connection loop
     async def _token(self) -> str:
@@ -224,6 +218,11 @@ class Lifecycle:
                 waiter.error = self.stopped
                 waiter.done.set()
         self._waiters.clear()
+        for call in self._calls.values():
+            call.error = self.stopped
+            call.done.set()
+        self._calls.clear()
+        self._outbox.pending.clear()
         self._events_send.close()
         self._set_state(State.DISCONNECTED, close)
 
@@ -278,11 +277,11 @@ class Lifecycle:
                         self._link = link
                         self._set_state(State.CONNECTED)
                         nursery.start_soon(watch_pings, link, self.ping_interval,
-                                           self.ping_timeout, self._ids.__next__)
+                                           self.ping_timeout, self._outbox.next_id)
                         nursery.start_soon(self._refresher, link)
             finally:
                 self._link = None
-                link.lose_calls()
+                self._lose_calls()
         if link.close is None:
             try:
                 await ws.get_message()
@@ -311,11 +310,12 @@ class Lifecycle:
         if todo.error is not None:
             self._refuse(todo.refused, todo.error)
         if todo.reply is not None:
-            call = link.calls.pop(todo.reply["id"], None)
+            answered = self._outbox.reply(todo.reply["id"])
+            call = self._calls.pop(answered.id, None) if answered is not None else None
             if call is not None:
                 call.reply = todo.reply
                 call.done.set()
-            elif todo.reply.get("type") == "error":
+            elif answered is None and todo.reply.get("type") == "error":
                 logger.warning("server error: %s %s", frame.get("code"), frame.get("message"))
         if todo.warning is not None:
             logger.warning("%s", todo.warning)
@@ -339,31 +339,54 @@ class Lifecycle:
     # ------------------------------------------------------------ frames out
     async def _send_subscribe(self, link: Link, rooms: list[str], filters: Filters,
                               since: dict[str, Position]) -> None:
-        command_id = next(self._ids)
+        command_id = self._outbox.next_id()
         self._book.sent_subscribe(command_id, rooms, since)
         await link.send(subscribe_frame(command_id, rooms, filters, since))
 
     async def _resubscribe(self, link: Link) -> None:
-        """Every kept room, with `since` where a position is known."""
+        """Every kept room, with `since` where a position is known; then the commands that
+        wait for a connection (unanswered publishes, again, with the same key)."""
         for filters, rooms, since in self._book.resubscribe():
             await self._send_subscribe(link, rooms, filters, since)
+        self._link = link
+        for pending in self._outbox.connected():
+            await link.send(pending.frame)
+            self._outbox.sent(pending)
 
-    async def _request(self, frame: dict[str, Any], timeout: float | None = None,
-                       link: Link | None = None) -> dict[str, Any]:
-        """Send a command and return its reply (raise CommandError for an `error`)."""
+    def _lose_calls(self) -> None:
+        """The connection closed: fail the commands that will not be sent again."""
+        for pending in self._outbox.lost():
+            call = self._calls.pop(pending.id, None)
+            if call is not None:
+                call.lost = True
+                call.done.set()
+
+    async def _request(self, frame: dict[str, Any], timeout: float | None = None, *,
+                       resend: bool = False) -> dict[str, Any]:
+        """Send a command (now, or on the next connection) and return its reply; raise
+        CommandError for an `error`. `resend`: sent again on every new connection until
+        answered (else ConnectionLost when its connection closes first)."""
+        if self.stopped is not None:
+            raise Disconnected(self.stopped.code, self.stopped.reason)
         timeout = self.request_timeout if timeout is None else timeout
-        with trio.move_on_after(timeout) as scope:
-            if link is None:
-                link = await self._wait_link()
-            command_id = next(self._ids)
-            call = Call()
-            link.calls[command_id] = call
-            await link.send({**frame, "id": command_id})
-            await call.done.wait()
-        if scope.cancelled_caught:
-            if link is not None:
-                link.calls.pop(command_id, None)
+        pending = self._outbox.add(frame, resend=resend)
+        self._calls[pending.id] = call = Call()
+        try:
+            with trio.move_on_after(timeout) as scope:
+                link = self._link
+                if self._outbox.up and link is not None:
+                    with suppress(ConnectionLost):  # the next connection sends it
+                        await link.send(pending.frame)
+                        self._outbox.sent(pending)
+                await call.done.wait()
+        finally:
+            if not call.done.is_set():
+                self._outbox.drop(pending)
+                self._calls.pop(pending.id, None)
+        if scope.cancelled_caught and not call.done.is_set():
             raise RequestTimeout(f"no reply to {frame['type']} within {timeout} s")
+        if call.error is not None:
+            raise call.error
         if call.lost:
             raise ConnectionLost(f"the connection closed before the reply to {frame['type']}")
         reply = call.reply or {}
@@ -391,7 +414,7 @@ class Lifecycle:
             if fresh is None:
                 return
             try:
-                await self._refresh_on(link, fresh)
+                await self._refresh_on(fresh)
             except CommandError as exc:
                 logger.warning("token refresh refused: %s", exc)
                 return
@@ -414,7 +437,7 @@ class Lifecycle:
                 return None  # nothing newer: the server will close with 4401
             await trio.sleep(left / 2)
 
-    async def _refresh_on(self, link: Link | None, token: str) -> str:
-        reply = await self._request({"type": "refresh", "token": token}, link=link)
+    async def _refresh_on(self, token: str) -> str:
+        reply = await self._request({"type": "refresh", "token": token})
         self.token = token
         return str(reply.get("expires_at", ""))

@@ -15,7 +15,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from roomcast.client.backoff import DEAD_LINK
-from roomcast.client.errors import ConnectionLost
+from roomcast.client.errors import ConnectionLost, RoomcastError
 from roomcast.client.events import CloseInfo
 from roomcast.codes import CloseCode
 
@@ -33,16 +33,16 @@ class Call:
 
     done: trio.Event = field(default_factory=trio.Event)
     reply: dict[str, Any] | None = None
-    lost: bool = False
+    lost: bool = False  # its connection closed first
+    error: RoomcastError | None = None  # the client stopped first
 
 
 class Link:
-    """One WebSocket connection of the client's life, with the commands waiting on it."""
+    """One WebSocket connection of the client's life."""
 
     def __init__(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
         self.ws = ws
         self.scope = scope
-        self.calls: dict[int | str, Call] = {}
         self.seen = trio.Event()  # set by every frame: the link is alive
         self.handing_off = False  # waiting on the app, not on the server
         self.close: CloseInfo | None = None
@@ -52,12 +52,6 @@ class Link:
         if self.close is None:
             self.close = close
         self.scope.cancel()
-
-    def lose_calls(self) -> None:
-        """Wake every waiting command: no reply will come on this connection."""
-        for call in self.calls.values():
-            call.lost = True
-            call.done.set()
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send a frame; ConnectionLost when this connection is gone."""
