@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from roomcast.metrics_export import registry_for, render
 from roomcast.router import Router
 from tests.cluster.conftest import RedisServer, cluster, wait_until
 from tests.support import Client, connect
@@ -135,3 +136,7 @@ async def test_a_gap_history_no_longer_holds_is_announced_with_missed(
         assert counters(a) == (1, 3)
         stats = await a.backplane.stats()
         assert stats["resets"] == 1 and stats["lost"] == 3
+        # /metrics: one reset announced, three messages one subscriber was told it will miss
+        assert (a.metrics.resets, a.metrics.undeliverable) == (1, 3)
+        text = render(registry_for(a)).decode()
+        assert "roomcast_resets_total 1.0" in text and "roomcast_undeliverable_total 3.0" in text
