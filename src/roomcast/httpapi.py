@@ -109,6 +109,11 @@ class HttpApi:
         route = self.routes.get(request.path)
         label = request.path if route is not None else "other"
         try:
+            if "websocket" in request.headers.get("upgrade", "").lower():
+                port = self.router.ws_port
+                raise HttpError(403, "forbidden", "this is roomcast's HTTP port; open "
+                                f"WebSockets on the WebSocket port (ws://HOST:{port}"
+                                f"{self.router.settings.path})")
             if route is None:
                 raise HttpError(404, "not_found", f"no such endpoint: {request.path[:200]}; "
                                 "see docs/http.md")

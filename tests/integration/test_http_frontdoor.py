@@ -292,3 +292,15 @@ async def test_a_chunked_body_is_read_as_it_comes() -> None:
         status, _, answer = await client.response()
         assert (status, json.loads(answer)["offset"]) == (200, 1)
         assert (await alice.recv_type("message"))["data"] == "in pieces"
+
+
+async def test_a_websocket_upgrade_on_the_http_port_says_where_the_websocket_port_is() -> None:
+    async with api_server() as router, raw(router) as client:
+        await client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        status, _, body = await client.response()
+    assert status == 403
+    answer = json.loads(body)
+    assert answer["error"] == "forbidden"
+    assert f":{router.ws_port}/ws" in answer["message"]
