@@ -6,11 +6,13 @@ variable; the workers open their listeners with SO_REUSEPORT, so the kernel spre
 connections among them, and share the Redis backplane like nodes on different machines do
 (each shows in `/api/stats` under `cluster.node_names`). The parent restarts a worker that
 dies, and on SIGTERM/SIGINT passes the signal on so that every worker drains, then exits 0
-once all have.
+once all have. A worker whose parent is killed gets SIGTERM (Linux), so none outlives it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -25,6 +27,12 @@ from roomcast.settings import Settings
 WORKER_NODE = "_ROOMCAST_WORKER_NODE"  # set for a worker: its node name
 RESTART_DELAY = 1.0  # seconds before restarting a worker that died within its first second
 KILL_AFTER = 10.0  # seconds past shutdown_grace before a draining worker is killed
+
+
+def _die_with_parent() -> None:
+    """In a new worker, before exec: SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):  # not Linux: the worker outlives a killed parent
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def worker_node() -> str | None:
@@ -63,7 +71,7 @@ class Supervisor:
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "roomcast", *self.argv], env=env,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             self.processes[index] = process
             log.event("worker started", worker=index, node=node, pid=process.pid)
             code = await process.wait()

@@ -45,11 +45,12 @@ async def node_of_a_new_connection(server: ServerProcess, token: str) -> str:
 
 
 def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting to be reaped does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    return True
 
 
 async def test_two_workers_share_a_port_are_restarted_and_drain(redis: RedisServer) -> None:
@@ -79,6 +80,18 @@ async def test_two_workers_share_a_port_are_restarted_and_drain(redis: RedisServ
                    for line in server.lines), server.lines[-10:]
     finally:
         await trio.to_thread.run_sync(server.kill)
+
+
+async def test_workers_of_a_killed_parent_drain_and_exit(redis: RedisServer) -> None:
+    server = ServerProcess("--backplane", redis.url, "--workers", "2", "--http-port", "0",
+                           "--shutdown-grace", "0")
+    await trio.to_thread.run_sync(server.start)
+    try:
+        await wait_until(lambda: listening(server) >= 2 and len(workers(server)) == 2)
+        pids = list(workers(server).values())
+    finally:
+        await trio.to_thread.run_sync(server.kill)  # SIGKILL to the parent only
+    await wait_until(lambda: not any(alive(pid) for pid in pids))
 
 
 def test_more_than_one_worker_without_redis_is_refused_in_one_line() -> None:
