@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 import trio
+import trio.testing
 
 from roomcast import protocol as p
 from roomcast.auth import Principal
@@ -81,6 +82,7 @@ class Router:
         self.commands: dict[str, CommandHandler] = {}
         self.server: Serving | None = None  # attached by roomcast.open_router
         self._wake: trio.CancelScope | None = None
+        self._real_clock = True
         self.key_fetcher = (KeySetFetcher(settings.jwt_jwks_url, self.core.authenticator)
                             if settings.jwt_jwks_url else None)  # jwt_jwks_url (§14)
         self.core.wall_base = time.time() - time.monotonic()
@@ -100,6 +102,10 @@ class Router:
         jwt_jwks_url, the key set's fetcher."""
         now = trio.current_time()
         self.core.wall_base = time.time() - now
+        # On the system clock, Unix time is read again at every handshake and sweep: the
+        # monotonic clock drifts from it (ms per second on some machines), and a token
+        # minted just now must not look issued in the future. A test clock is followed as is.
+        self._real_clock = not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
         self.core.deadlines.restart(now)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.backplane.run, self)
@@ -144,7 +150,14 @@ class Router:
     # ------------------------------------------------------------ connections
     def authenticate(self, token: str | None) -> Principal:
         """Verify a handshake's token (counting failures by reason); AuthError if refused."""
-        return self.core.authenticate(token, trio.current_time())
+        now = trio.current_time()
+        self._anchor(now)
+        return self.core.authenticate(token, now)
+
+    def _anchor(self, now: float) -> None:
+        """Tie the core's Unix time to the system clock again (see `run`)."""
+        if self._real_clock:
+            self.core.wall_base = time.time() - now
 
     async def await_key(self, token: str | None) -> None:
         """With jwt_jwks_url: before `authenticate`, a token naming a key the set lacks
@@ -165,7 +178,9 @@ class Router:
 
     async def handle(self, peer: Peer, text: str) -> None:
         """Execute one text frame from a connection; every command gets one reply."""
-        await self._perform(self.core.command(peer, text, trio.current_time()))
+        now = trio.current_time()
+        self._anchor(now)  # a refresh verifies a token; a message's `ts` is Unix time now
+        await self._perform(self.core.command(peer, text, now))
         self._rewake()  # a refresh may have moved a token's expiry
 
     def control_frame(self, peer: Peer, pong: bool = False) -> None:
@@ -397,4 +412,6 @@ class Router:
                 self._wake = wake
                 await trio.sleep_forever()
             self._wake = None
-            self._perform_now(self.core.tick(trio.current_time()))
+            now = trio.current_time()
+            self._anchor(now)
+            self._perform_now(self.core.tick(now))

@@ -49,26 +49,34 @@ class Deadlines:
 
     def compact(self, wall_base: float, live: Mapping[str, Peer]) -> None:
         """Drop entries of closed connections and refreshed tokens once they outnumber the
-        live connections."""
+        live connections: each live connection keeps its newest entry (its current token)."""
         if len(self._expiries) <= 2 * len(live) + 64:
             return
-        current = {  # one entry per live connection: the one for its current token
-            entry[2].id: entry for entry in self._expiries
-            if live.get(entry[2].id) is entry[2] and entry[0] == self.expiry_at(entry[2], wall_base)
-        }
+        current: dict[str, tuple[float, int, Peer]] = {}
+        for entry in self._expiries:
+            peer = entry[2]
+            if live.get(peer.id) is peer:
+                kept = current.get(peer.id)
+                if kept is None or entry[1] > kept[1]:
+                    current[peer.id] = entry
         self._expiries = list(current.values())
         heapq.heapify(self._expiries)
 
     def expired(self, now: float, wall_base: float, live: Mapping[str, Peer]) -> list[Peer]:
         """Live connections whose token has run out by `now` (a refreshed one is not)."""
-        out = []
+        out: list[Peer] = []
+        seen: set[str] = set()
         while self._expiries and self._expiries[0][0] <= now:
             _, _, peer = heapq.heappop(self._expiries)
             if peer.id not in live or peer.closing:
                 continue
-            if self.expiry_at(peer, wall_base) <= now + 1e-6:
-                out.append(peer)
-            # else a refresh pushed a later entry; this one is stale
+            at = self.expiry_at(peer, wall_base)
+            if at <= now + 1e-6:
+                if peer.id not in seen:  # one connection may have several entries due
+                    seen.add(peer.id)
+                    out.append(peer)
+            else:  # refreshed since, or the clock was re-anchored: due later
+                heapq.heappush(self._expiries, (at, next(self._seq), peer))
         return out
 
     def heartbeat_due(self, now: float) -> tuple[bool, bool]:
