@@ -202,7 +202,8 @@ async def serve_http(
     the port. The socket is bound here, so a busy port fails with a clear OSError."""
     settings = router.settings
     try:
-        listeners = await trio.open_tcp_listeners(settings.http_port, host=settings.host)
+        listeners = await transport.open_listeners(settings.host, settings.http_port,
+                                                   reuse_port=settings.workers > 1)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot listen for HTTP on {settings.host}:"
                       f"{settings.http_port} ({exc.strerror}); choose another --http-port, "

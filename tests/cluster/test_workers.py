@@ -101,3 +101,22 @@ def test_more_than_one_worker_without_redis_is_refused_in_one_line() -> None:
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "needs a shared backplane" in result.stderr
+
+
+async def test_two_workers_share_the_http_port_too_and_both_show_in_stats(
+        redis: RedisServer) -> None:
+    server = ServerProcess("--backplane", redis.url, "--workers", "2", "--presence-ttl", "3",
+                           "--shutdown-grace", "0.5")
+    await trio.to_thread.run_sync(server.start)
+    try:
+        await wait_until(lambda: listening(server) >= 2 and len(workers(server)) == 2)
+
+        def both_in_stats() -> bool:
+            status, stats = server.api("GET", "/api/stats")
+            return status == 200 and set((stats.get("cluster") or {}).get(
+                "node_names", [])) >= {"proc0-w1", "proc0-w2"}
+
+        await wait_until(both_in_stats, timeout=15)
+        assert len(workers(server)) == 2 and listening(server) == 2  # nobody restarted
+    finally:
+        await trio.to_thread.run_sync(server.kill)
