@@ -466,6 +466,7 @@ class Authenticator:
 
         if rooms is None:
             rooms = self._default_rooms_for(sub)
+        subscribe = _string_list(payload, "subscribe") or ()
         return Principal(
             user_id=sub,
             rooms=rooms,
@@ -473,6 +474,7 @@ class Authenticator:
             info=info,
             expires_at=exp,
             jti=jti,
+            subscribe=tuple(room.replace("{sub}", sub) for room in subscribe),
         )
 
     def _default_rooms_for(self, user_id: str) -> tuple[str, ...]:
