@@ -78,10 +78,12 @@ class SentinelSet:
 
     def __init__(self, directory: Path, down_after_ms: int = 500, lossy: bool = False
                  ) -> None:
-        self.master = server(free_port())
+        # Replication writes an RDB file even with --save "": keep it in the test's folder.
+        self.master = server(free_port(), "--dir", str(directory))
         self.proxy = TcpProxy(self.master.port) if lossy else None
         upstream = self.proxy.port if self.proxy is not None else self.master.port
-        self.replica = server(free_port(), "--replicaof", "127.0.0.1", str(upstream))
+        self.replica = server(free_port(), "--dir", str(directory), "--replicaof", "127.0.0.1",
+                              str(upstream))
         self.sentinels: list[Process] = []
         for i in range(3):
             port = free_port()
