@@ -64,6 +64,11 @@ class Settings:
     log_format: str = "text"
     jwt_jwks_url: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    hook_secret: str | None = None
+    hook_timeout: float = 3.0
+    events_url: str | None = None
+    events_delay: float = 5.0
+    events_queue: int = 10_000
     # Beyond the contract's table; documented in docs/configuration.md.
     handshake_timeout: float = 5.0
     write_timeout: float = 10.0
@@ -100,10 +105,11 @@ _POSITIVE = {
     "heartbeat_timeout", "handshake_timeout", "write_timeout", "idempotency_window",
     "idempotency_max_keys", "max_binary_frames", "max_handshakes", "message_timeout",
     "max_held_bytes", "log_throttle_interval", "workers",
+    "hook_timeout", "events_queue",
 }
 _NON_NEGATIVE = {
     "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
-    "history_ttl", "presence_ttl", "shutdown_grace",
+    "history_ttl", "presence_ttl", "shutdown_grace", "events_delay",
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAILBOXES = ("direct", "channel")
@@ -230,6 +236,16 @@ DOCS: dict[str, tuple[str, str]] = {
     "trusted_proxies": ("empty", "addresses and CIDR ranges of proxies, comma-separated: "
                         "from them, the client's address is the rightmost untrusted one in "
                         "`X-Forwarded-For` (or `Forwarded: for=`)"),
+    "hook_secret": ("none", "HMAC-SHA256 key of the `X-Roomcast-Signature: sha256=<hex>` "
+                    "header on hooks and events, so the application can refuse other callers"),
+    "hook_timeout": ("`3`", "seconds a hook or an event's `POST` may take before it counts "
+                     "as failed"),
+    "events_url": ("none", "URL that receives room and user events (`room_occupied`, "
+                   "`room_vacated`, `user_online`, `user_offline`) by `POST`; none = off"),
+    "events_delay": ("`5`", "seconds a room must stay empty (a user without connections) "
+                     "before `room_vacated` (`user_offline`); a shorter absence sends nothing"),
+    "events_queue": ("`10000`", "events waiting for delivery at most; more are dropped and "
+                     "counted in `/metrics`"),
     "handshake_timeout": ("`5`", "seconds to read a request head, finish a WebSocket "
                           "handshake or a close handshake"),
     "write_timeout": ("`10`", "seconds a socket may take no bytes while frames wait for it "
