@@ -3,7 +3,8 @@
 Pure bookkeeping (protocol §4, §5): no IO, and time is always passed in as `now` (seconds).
 An entry is held while it is among the newest `size` and younger than `ttl` seconds; an
 idempotency key is live while younger than the window. Both expire lazily from the oldest
-end, so every operation on the hot path costs amortised O(1) (plus what it returns).
+end, so every operation on the hot path costs amortised O(1) (plus what it returns); an
+append prunes only once the oldest entry or key may have expired (a reader always prunes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import islice
+from typing import Final
+
+_NEVER: Final = float("inf")
 
 
 def new_epoch() -> str:
@@ -52,6 +56,7 @@ class RoomLog:
     """One room's stream: epoch, last offset, bounded ring of recent entries, idempotency keys."""
 
     __slots__ = (
+        "_due",
         "_keys",
         "_last_append",
         "_max_keys",
@@ -81,13 +86,17 @@ class RoomLog:
         self._window = idempotency_window
         self._max_keys = idempotency_max_keys
         self._last_append = now
+        # No entry or key expires before this time (it may be earlier than the truth, never
+        # later): until then append need not prune.
+        self._due = _NEVER
 
     def append(
         self, now: float, build: Callable[[int], bytes], idempotency_key: str | None = None
     ) -> PublishOutcome:
         """Assign the next offset and keep build(offset) in history, unless the key repeats a
         publish made within the window: then nothing changes and the first offset is returned."""
-        self.prune(now)
+        if now >= self._due:
+            self.prune(now)
         keys = self._keys
         if idempotency_key is not None:
             seen = keys.get(idempotency_key)
@@ -99,10 +108,14 @@ class RoomLog:
         self._last_append = now
         entry = Entry(offset, now, build(offset))
         self._ring.append(entry)  # a no-op when size or ttl is 0 (maxlen 0)
+        due = now + self._ttl if self._ring.maxlen else _NEVER
         if idempotency_key is not None:
             keys[idempotency_key] = (offset, now)
             if len(keys) > self._max_keys:
                 keys.popitem(last=False)
+            due = min(due, now + self._window)
+        if due < self._due:  # the first thing held since the last prune (or the clock went back)
+            self._due = due
         return PublishOutcome(offset, self.epoch, False, entry)
 
     def since(self, offset: int, epoch: str, now: float) -> Recovery:
@@ -138,15 +151,21 @@ class RoomLog:
     def prune(self, now: float) -> None:
         """Drop entries older than ttl and idempotency keys older than the window."""
         ring = self._ring
+        due = _NEVER
         if ring:
             cutoff = now - self._ttl
             while ring and ring[0].time <= cutoff:
                 ring.popleft()
+            if ring:
+                due = ring[0].time + self._ttl
         keys = self._keys
         if keys:
             cutoff = now - self._window
             while keys and next(iter(keys.values()))[1] <= cutoff:
                 keys.popitem(last=False)
+            if keys:
+                due = min(due, next(iter(keys.values()))[1] + self._window)
+        self._due = due
 
     def idle(self, now: float) -> bool:
         """True when nothing is held, no idempotency key is live and nothing was appended for
