@@ -82,6 +82,12 @@ class Settings:
     max_held_bytes: int = 64 * 1024 * 1024
     log_throttle_interval: float = 10.0
     workers: int = 1
+    http_keepalive_timeout: float = 30.0
+    http_body_timeout: float = 30.0
+    http_max_batch_bytes: int = 16 * 1024 * 1024
+    http_max_head_bytes: int = 16 * 1024
+    http_max_connections: int = 10_000
+    http_on_ws_port: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -106,6 +112,8 @@ _POSITIVE = {
     "idempotency_max_keys", "max_binary_frames", "max_handshakes", "message_timeout",
     "max_held_bytes", "log_throttle_interval", "workers",
     "hook_timeout", "events_queue",
+    "http_keepalive_timeout", "http_body_timeout", "http_max_batch_bytes",
+    "http_max_head_bytes", "http_max_connections",
 }
 _NON_NEGATIVE = {
     "http_port", "port", "jwt_leeway", "max_connections_per_ip", "history_size",
@@ -272,12 +280,28 @@ DOCS: dict[str, tuple[str, str]] = {
                               "handshake; the next line says how many were not logged"),
     "workers": ("`1`", "processes serving the same ports (`SO_REUSEPORT`), supervised by a "
                 "parent that restarts a dead one; more than 1 needs a Redis backplane"),
+    "http_keepalive_timeout": ("`30`", "seconds an idle keep-alive HTTP connection is kept "
+                               "open"),
+    "http_body_timeout": ("`30`", "seconds for a whole HTTP request body once its head has "
+                          "arrived (longer → 408 and close)"),
+    "http_max_batch_bytes": ("`16777216`", "largest `/api/batch` body, for a request with the "
+                             "right API key (others: `max_message_bytes`); never below "
+                             "`max_message_bytes`"),
+    "http_max_head_bytes": ("`16384`", "largest HTTP request head (longer → 431 and close); "
+                            "past 16384 bytes only a head with CRLF line ends is read"),
+    "http_max_connections": ("`10000`", "open connections on the HTTP port per node; the "
+                             "next is answered 503 with `Retry-After: 1` and closed"),
+    "http_on_ws_port": ("`false`", "serve plain HTTP requests (health, metrics, server API) "
+                        "on the WebSocket port too, besides its upgrades"),
 }
 #: Settings beyond the contract's table (protocol §10), marked so in the reference.
 BEYOND_CONTRACT = frozenset({"handshake_timeout", "write_timeout", "idempotency_window",
                              "idempotency_max_keys", "max_binary_frames", "log_level",
                              "mailbox", "max_handshakes", "message_timeout",
-                             "max_held_bytes", "log_throttle_interval", "workers"})
+                             "max_held_bytes", "log_throttle_interval", "workers",
+                             "http_keepalive_timeout", "http_body_timeout",
+                             "http_max_batch_bytes", "http_max_head_bytes",
+                             "http_max_connections", "http_on_ws_port"})
 
 
 def flag(name: str) -> str:
@@ -330,6 +354,8 @@ def coerce(name: str, value: Any) -> Any:
             if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
                 return tuple(value)
             raise ValueError("expected a list of strings")
+        if kind is bool:
+            return _boolean(value)
         if kind is int:
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
@@ -351,6 +377,19 @@ def coerce(name: str, value: Any) -> Any:
         return value
     except ValueError as exc:
         raise SettingsError(f"{name}: cannot use {value!r} ({exc})") from None
+
+
+def _boolean(value: Any) -> bool:
+    """true/false from TOML, or from a flag or variable as true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "yes", "on", "1"):
+            return True
+        if word in ("false", "no", "off", "0"):
+            return False
+    raise ValueError("expected true or false")
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
