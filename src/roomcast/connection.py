@@ -76,6 +76,7 @@ class Connection:
                     self.nursery = nursery
                     self.mailbox.start_writer()
                     try:
+                        await router.started(peer)
                         await self._read(router, reader, early, held)
                     except Exception:
                         self._internal(router, "reader")

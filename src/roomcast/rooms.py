@@ -45,6 +45,9 @@ class Subscription(Generic[S]):
     # arrives late from another node was already covered (sent in recovery, or older than
     # the subscription) and is skipped. Cleared by the first message above it.
     floor: int | None = None
+    # Made server-side (the server API or the token's `subscribe` claim, §12): the client
+    # may subscribe to it again (e.g. with `since`) whatever its patterns say.
+    server: bool = False
 
     def admits(self, event: str | None, data: Callable[[], Any]) -> bool:
         """Whether a message passes this subscription's `events` and `where` filters."""
@@ -105,6 +108,7 @@ class RoutingTable(Generic[S]):
             self._unwatch(room, subscriber)
         if old is not None:
             sub.held = old.held
+            sub.server = old.server
             return sub, False, False
         users = self.present.setdefault(room, {})
         entry = users.get(user_id)

@@ -43,6 +43,7 @@ from roomcast.core import (
     RunCommand,
     Send,
 )
+from roomcast.events_sender import EventSender
 from roomcast.jwks_fetch import KeySetFetcher
 from roomcast.log import event
 from roomcast.metrics import Metrics
@@ -83,8 +84,11 @@ class Router:
         self.server: Serving | None = None  # attached by roomcast.open_router
         self._wake: trio.CancelScope | None = None
         self._real_clock = True
+        self._nursery: trio.Nursery | None = None  # the Router's own, while it runs
         self.key_fetcher = (KeySetFetcher(settings.jwt_jwks_url, self.core.authenticator)
                             if settings.jwt_jwks_url else None)  # jwt_jwks_url (§14)
+        self.events = (EventSender(settings, self.metrics, self.backplane)
+                       if settings.events_url else None)  # events_url (§13)
         self.core.wall_base = time.time() - time.monotonic()
 
     @property
@@ -108,10 +112,13 @@ class Router:
         self._real_clock = not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
         self.core.deadlines.restart(now)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.backplane.run, self)
             nursery.start_soon(self._sweeper)
             if self.key_fetcher is not None:
                 nursery.start_soon(self.key_fetcher.run)
+            if self.events is not None:
+                await nursery.start(self.events.run)
             task_status.started()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -170,11 +177,21 @@ class Router:
         and its `connected` frame."""
         peer, frame = self.core.admit(principal, remote, remote_ip, trio.current_time())
         self._rewake()
+        self._count_user(principal.user_id)
         return peer, frame
+
+    async def started(self, peer: Peer) -> None:
+        """A connection's actor runs: the rooms its token subscribes it to, at once."""
+        await self._perform(self.core.claimed(peer))
 
     async def leave(self, peer: Peer) -> None:
         """A connection is closing: forget it (presence and counts at once)."""
         await self._perform(self.core.leave(peer, peer.close_code))
+        self._count_user(peer.principal.user_id)
+
+    def _count_user(self, user_id: str) -> None:
+        """Tell the backplane how many of the user's connections this node holds (§13)."""
+        self.backplane.user_connections(user_id, len(self.core.by_user.get(user_id, ())))
 
     async def handle(self, peer: Peer, text: str) -> None:
         """Execute one text frame from a connection; every command gets one reply."""
@@ -291,7 +308,12 @@ class Router:
         self.core.resumed()
 
     def control(self, kind: str, payload: dict[str, Any]) -> None:
-        self._perform_now(self.core.control(kind, payload, trio.current_time()))
+        effects = self.core.control(kind, payload, trio.current_time())
+        if any(type(effect) is Ask for effect in effects):  # a server-side subscribe (§12)
+            assert self._nursery is not None, "the Router is not running"
+            self._nursery.start_soon(self._perform, effects)
+        else:
+            self._perform_now(effects)
 
     # ------------------------------------------------------------ the embedding API
     def command(self, name: str) -> Callable[[CommandHandler], CommandHandler]:
@@ -368,6 +390,30 @@ class Router:
         here = len(self.core.by_user.get(user_id, ()))
         await self.backplane.send_control(
             "disconnect", {"user_id": user_id, "code": code, "reason": reason})
+        return here
+
+    async def subscribe_user(self, user_id: str, room: str, connection_id: str | None = None
+                             ) -> dict[str, int]:
+        """Subscribe every live connection of a user (or one of them) to a room, on every
+        node, whatever their patterns say (§12); counts this node's connections."""
+        return {"subscribed": await self._server_side("subscribe", user_id, room,
+                                                       connection_id)}
+
+    async def unsubscribe_user(self, user_id: str, room: str, connection_id: str | None = None
+                               ) -> dict[str, int]:
+        """The reverse of subscribe_user (§12)."""
+        return {"unsubscribed": await self._server_side("unsubscribe", user_id, room,
+                                                         connection_id)}
+
+    async def _server_side(self, kind: str, user_id: str, room: str,
+                           connection_id: str | None) -> int:
+        p.check_room(room)
+        here = sum(1 for peer in self.core.by_user.get(user_id, ())
+                   if connection_id is None or peer.id == connection_id)
+        payload: dict[str, Any] = {"user_id": user_id, "room": room}
+        if connection_id is not None:
+            payload["connection_id"] = connection_id
+        await self.backplane.send_control(kind, payload)
         return here
 
     async def revoke(self, jti: str, expires_at: float | None = None) -> None:

@@ -36,6 +36,8 @@ from roomcast.settings import Settings
 from roomcast.streams import HistoryPage, PublishResult
 from roomcast.websocket import PING_FRAME, text_frame
 
+MAX_SERVER_ROOM_USERS = 100_000  # users whose server-side rooms are remembered (§12)
+
 
 class Refused(RoomcastError):
     """A connection the limits do not admit: close it with `code`."""
@@ -335,6 +337,8 @@ class RoutingCore(Subscriptions):
             reason = str(payload.get("reason") or "disconnected by the server")
             return [Close(peer, code, reason)
                     for peer in self.by_user.get(str(payload.get("user_id")), ())]
+        if kind in ("subscribe", "unsubscribe"):
+            return self._server_side(kind, payload)
         if kind == "revoke":
             jti = str(payload["jti"])
             expires_at = payload.get("expires_at")
@@ -345,6 +349,47 @@ class RoutingCore(Subscriptions):
             return [Close(peer, CloseCode.UNAUTHORIZED, "token revoked")
                     for peer in self.peers.values() if peer.principal.jti == jti]
         return NOTHING
+
+    def _server_side(self, kind: str, payload: dict[str, Any]) -> Effects:
+        """§12: the application moves a user's live connections (or one of them) in or out
+        of a room, whatever their patterns say."""
+        user, room = str(payload.get("user_id")), str(payload.get("room"))
+        connection_id = payload.get("connection_id")
+        if not p.valid_room(room):
+            return NOTHING
+        peers = [peer for peer in self.by_user.get(user, ())
+                 if connection_id is None or peer.id == connection_id]
+        if connection_id is None:
+            self._remember_server_room(user, room, kind == "subscribe")
+        effects: list[Effect] = []
+        for peer in peers:
+            if kind == "subscribe":
+                effects += self.subscribe(peer, p.Subscribe(rooms=[room]), server=True)
+            else:
+                effects += self.server_unsubscribe(peer, room)
+        return effects
+
+    def _remember_server_room(self, user: str, room: str, subscribed: bool) -> None:
+        """Rooms a user was subscribed to server-side stay allowed to any of its
+        connections (a reconnect resumes them). Bounded: rooms per user by
+        max_subscriptions, users by MAX_SERVER_ROOM_USERS (the least recently changed go)."""
+        rooms = self.server_rooms.pop(user, set())
+        if subscribed and len(rooms) < self.settings.max_subscriptions:
+            rooms.add(room)
+        elif not subscribed:
+            rooms.discard(room)
+        if rooms:
+            self.server_rooms[user] = rooms  # the most recently changed last
+            while len(self.server_rooms) > MAX_SERVER_ROOM_USERS:
+                del self.server_rooms[next(iter(self.server_rooms))]
+
+    def claimed(self, peer: Peer) -> Effects:
+        """Right after `connected`: the rooms the token's `subscribe` claim names (§12),
+        subscribed server-side."""
+        rooms = list(dict.fromkeys(peer.principal.subscribe))
+        if not rooms:
+            return NOTHING
+        return self.subscribe(peer, p.Subscribe(rooms=rooms), server=True)
 
     # ------------------------------------------------------------ the embedding API
     def direct(self, connection_id: str, data: Any, event: str | None, now: float

@@ -32,6 +32,9 @@ class CoreState:
         self.by_user: dict[str, set[Peer]] = {}
         self.by_ip: dict[str, int] = {}
         self.custom_types: set[str] = set()  # command types an embedding app registered
+        # user -> rooms the application subscribed them to server-side (§12), so that any of
+        # their connections (a reconnect included) may subscribe to them, patterns or not
+        self.server_rooms: dict[str, set[str]] = {}
         self.wall_base = 0.0  # Unix time = wall_base + the actor's clock
 
     def wall(self, now: float) -> float:

@@ -29,14 +29,16 @@ Accepted = list[tuple[str, Subscription[Peer], bool]]  # (room, subscription, is
 class Subscriptions(CoreState):
     """The subscribe, unsubscribe and leave decisions of the routing core."""
 
-    def subscribe(self, peer: Peer, cmd: p.Subscribe) -> Effects:
-        """Check and record each room; then ask the backplane where each room stands."""
+    def subscribe(self, peer: Peer, cmd: p.Subscribe, server: bool = False) -> Effects:
+        """Check and record each room; then ask the backplane where each room stands.
+        `server`: a subscription the application makes (§12): no permission check, and the
+        answer is a `subscribed` frame with `"server": true` and no id."""
         principal = peer.principal
         results: dict[str, dict[str, Any]] = {}
         accepted: Accepted = []
         effects: list[Effect] = []
         for room in dict.fromkeys(cmd.rooms):
-            refusal = self._refusal(peer, room)
+            refusal = self._refusal(peer, room, server)
             if refusal is not None:
                 results[room] = {"ok": False, "error": refusal}
                 continue
@@ -45,6 +47,8 @@ class Subscriptions(CoreState):
                 peer, room, principal.user_id, principal.info, cmd.events, cmd.where,
                 cmd.presence,
             )
+            if server:
+                sub.server = True
             if sub.held is None:
                 sub.held = []  # live messages wait until the reply and recovery are out
             if first_here:
@@ -52,32 +56,37 @@ class Subscriptions(CoreState):
             accepted.append((room, sub, is_new))
             results[room] = {}
         if not accepted:
-            effects.append(self._subscribed(peer, cmd, results))
+            effects.append(self._subscribed(peer, cmd, results, server))
             return effects
         questions = [(room, _since(cmd, room)) for room, _, _ in accepted]
         effects.append(Ask("positions", (questions,), lambda answers: self._answer(
-            peer, cmd, accepted, results, answers)))
+            peer, cmd, accepted, results, answers, server)))
         return effects
 
-    def _refusal(self, peer: Peer, room: str) -> ErrorCode | None:
+    def _refusal(self, peer: Peer, room: str, server: bool = False) -> ErrorCode | None:
         if not p.valid_room(room):
             return ErrorCode.BAD_ROOM
-        if not peer.principal.can_subscribe(room):
+        existing = self.table.get(peer, room)
+        if not (server or peer.principal.can_subscribe(room)
+                or (existing is not None and existing.server)
+                or room in self.server_rooms.get(peer.principal.user_id, ())):
             return ErrorCode.FORBIDDEN
-        if self.table.get(peer, room) is None and (
+        if existing is None and (
             len(self.table.subscriptions(peer)) >= self.settings.max_subscriptions
         ):
             return ErrorCode.TOO_MANY_SUBSCRIPTIONS
         return None
 
-    def _subscribed(self, peer: Peer, cmd: p.Subscribe, results: dict[str, dict[str, Any]]
-                    ) -> Send:
+    def _subscribed(self, peer: Peer, cmd: p.Subscribe, results: dict[str, dict[str, Any]],
+                    server: bool = False) -> Send:
         rooms = {room: results[room] for room in dict.fromkeys(cmd.rooms)}
+        if server:
+            return self.reply(peer, {"type": "subscribed", "server": True, "rooms": rooms})
         return self.reply(peer, {"type": "subscribed", "id": cmd.id, "rooms": rooms})
 
     def _answer(self, peer: Peer, cmd: p.Subscribe, accepted: Accepted,
-                results: dict[str, dict[str, Any]], answers: list[RoomPosition | Exception]
-                ) -> Effects:
+                results: dict[str, dict[str, Any]], answers: list[RoomPosition | Exception],
+                server: bool = False) -> Effects:
         """The backplane has answered (the connection may have closed, or a subscription
         been replaced, meanwhile: each is checked). One uninterrupted step: the reply, then
         the recovered messages, then the held live ones, room by room."""
@@ -89,6 +98,8 @@ class Subscriptions(CoreState):
                 effects += self._undo(peer, room, sub, is_new)
                 continue
             entry: dict[str, Any] = {"ok": True, "offset": answer.offset, "epoch": answer.epoch}
+            if server:
+                entry["recovered"] = False  # as §12's example: nothing was asked back
             if _since(cmd, room) is not None:
                 entry["recovered"] = answer.recovered
                 if answer.missed is not None:
@@ -96,7 +107,7 @@ class Subscriptions(CoreState):
             results[room] = entry
             positions[room] = (answer.offset, answer.messages)
         self._fit_recovery(peer, cmd, accepted, positions, results)
-        effects.append(self._subscribed(peer, cmd, results))
+        effects.append(self._subscribed(peer, cmd, results, server))
         for room, sub, _ in accepted:
             if room in positions and self.table.get(peer, room) is sub:
                 effects += self._release(peer, sub, *positions[room])
@@ -167,6 +178,15 @@ class Subscriptions(CoreState):
         for room in gone:
             effects += self.after_leave(room, peer.principal.user_id, peer.principal.info)
         return effects
+
+    def server_unsubscribe(self, peer: Peer, room: str) -> Effects:
+        """The application takes a connection out of a room (§12): told with a frame that
+        has `"server": true` and no id (only when it was in the room)."""
+        existed, _left = self.table.unsubscribe(peer, room)
+        if not existed:
+            return ()
+        return (self.reply(peer, {"type": "unsubscribed", "server": True, "rooms": [room]}),
+                *self.after_leave(room, peer.principal.user_id, peer.principal.info))
 
     def after_leave(self, room: str, user_id: str, info: dict[str, Any]) -> Effects:
         """Backplane bookkeeping once a local subscription is gone: presence, and no more
