@@ -65,3 +65,20 @@ async def test_cluster_stats_count_the_live_nodes_and_their_connections(
         assert answer["node"] == "n1"
         assert answer["cluster"]["nodes"] == 3
         assert answer["cluster"]["node_names"] == ["n1", "n2", "n3"]
+
+
+async def test_a_server_side_subscribe_on_one_node_reaches_the_users_connections_on_every_node(
+    redis: RedisServer,
+) -> None:
+    async with cluster(redis, "n1", "n2") as (a, b), connect(b, sub="gus", rooms=[]) as there, \
+            connect(a, sub="gus", rooms=[]) as here:
+        assert await a.subscribe_user("gus", "project:9") == {"subscribed": 1}  # a's count
+        for client in (here, there):
+            frame = await client.recv_type("subscribed")
+            assert frame["server"] is True and frame["rooms"]["project:9"]["ok"] is True
+        await b.publish("project:9", {"n": 1})
+        for client in (here, there):
+            assert (await client.recv_type("message"))["data"] == {"n": 1}
+        assert await b.unsubscribe_user("gus", "project:9") == {"unsubscribed": 1}
+        for client in (here, there):
+            assert (await client.recv_type("unsubscribed"))["server"] is True
