@@ -22,6 +22,10 @@ class Metrics:
     handler_errors: int = 0
     resets: int = 0  # stream resets announced to subscribers (protocol §17)
     undeliverable: int = 0  # messages subscribers were told by a reset they will not get
+    events_sent: int = 0  # room and user events the application answered with a 2xx (§13)
+    events_failed: int = 0  # deliveries of an event that failed (each is retried)
+    events_given_up: int = 0  # events that failed all their tries
+    events_dropped: int = 0  # events that found the events_queue full
     drops: Counter[str] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
     auth_failures: Counter[str] = field(default_factory=Counter)

@@ -77,6 +77,14 @@ class RouterCollector:
              "changed, or a gap history could not fill).", m.resets),
             ("undeliverable", "Messages subscribers were told (by a reset's missed range) "
              "they will not receive.", m.undeliverable),
+            ("events_sent", "Room and user events the application answered with a 2xx.",
+             m.events_sent),
+            ("events_failed", "Deliveries of room and user events that failed (retried with "
+             "backoff).", m.events_failed),
+            ("events_given_up", "Room and user events not delivered after all their tries.",
+             m.events_given_up),
+            ("events_dropped", "Room and user events dropped because events_queue was full.",
+             m.events_dropped),
         )
         for name, doc, value in plain:
             yield CounterMetricFamily(PREFIX + name, doc, value=value)

@@ -17,7 +17,7 @@ from roomcast.protocol import MessageTemplate
 from roomcast.streams import HistoryPage, PublishResult, RoomPosition
 
 __all__ = ["Backplane", "BackplaneUnavailable", "HistoryPage", "PublishResult", "RoomPosition",
-           "Sink"]
+           "Sink", "Transitions"]
 
 
 class BackplaneUnavailable(RoomcastError):
@@ -51,10 +51,20 @@ class Sink(Protocol):
         the first message after it (room offsets may have started over)."""
 
 
+class Transitions(Protocol):
+    """Who hears cluster-wide occupancy changes (protocol §13: roomcast.events_sender)."""
+
+    def transition(self, kind: str, name: str, up: bool, seq: int | None = None) -> None:
+        """`kind` "room" (subscribers) or "user" (connections) `name` went from none to
+        some (`up`) or from some to none, anywhere; `seq` numbers the key's transitions
+        cluster-wide when the backplane keeps such a count."""
+
+
 class Backplane(abc.ABC):
     """Offsets, history, idempotency, presence and control, for one node or many."""
 
     name: str = "backplane"
+    transitions: Transitions | None = None  # set while room and user events are on
 
     @abc.abstractmethod
     async def run(
@@ -108,6 +118,15 @@ class Backplane(abc.ABC):
         """This node now holds `connections` of the user's connections in `room` (0: none).
         The backplane calls sink.presence_changed when the cluster-wide count leaves or
         reaches zero."""
+
+    def user_connections(self, user_id: str, connections: int) -> None:  # noqa: B027
+        """This node now holds `connections` of the user's connections (0: none). Never
+        waits; with `transitions` set, the user's cluster-wide changes are reported."""
+
+    async def still_gone(self, kind: str, name: str, seq: int | None) -> bool:
+        """Whether a key reported gone (transition `seq`) is still gone cluster-wide, so
+        its event may be sent; a lone node's own bookkeeping already says so."""
+        return True
 
     @abc.abstractmethod
     async def presence(self, room: str) -> list[dict[str, Any]]:

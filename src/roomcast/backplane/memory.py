@@ -30,6 +30,7 @@ class MemoryBackplane(Backplane):
         )
         self._presence: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
         self._watched: set[str] = set()
+        self._user_connections: dict[str, int] = {}
         self._sink: Sink | None = None
         self._prune_period = max(1.0, min(settings.history_ttl or 60.0, 60.0) / 2)
 
@@ -104,13 +105,26 @@ class MemoryBackplane(Backplane):
         if connections > 0:
             users[user_id] = (connections, info)
             if not had:
+                if len(users) == 1 and self.transitions is not None:
+                    self.transitions.transition("room", room, True)
                 sink.presence_changed(room, user_id, info, True)
             return
         users.pop(user_id, None)
         if not users:
             del self._presence[room]
+            if had and self.transitions is not None:
+                self.transitions.transition("room", room, False)
         if had:
             sink.presence_changed(room, user_id, None, False)
+
+    def user_connections(self, user_id: str, connections: int) -> None:
+        before = self._user_connections.get(user_id, 0)
+        if connections > 0:
+            self._user_connections[user_id] = connections
+        else:
+            self._user_connections.pop(user_id, None)
+        if self.transitions is not None and (before > 0) != (connections > 0):
+            self.transitions.transition("user", user_id, connections > 0)
 
     async def presence(self, room: str) -> list[dict[str, Any]]:
         return [
