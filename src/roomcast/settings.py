@@ -66,6 +66,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     hook_secret: str | None = None
     hook_timeout: float = 3.0
+    hook_headers: tuple[str, ...] = ("cookie", "user-agent", "x-request-id", "accept-language")
+    connect_hook_url: str | None = None
+    rpc_hook_url: str | None = None
     events_url: str | None = None
     events_delay: float = 5.0
     events_queue: int = 10_000
@@ -170,6 +173,10 @@ def _validate(s: Settings) -> None:
     if s.rate_burst < 1:
         raise SettingsError("rate_burst must be at least 1")
     _validate_section_14(s)
+    for name in ("connect_hook_url", "rpc_hook_url"):
+        url = getattr(s, name)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be an http:// or https:// URL, got {url!r}")
 
 
 def _validate_section_14(s: Settings) -> None:
@@ -248,6 +255,13 @@ DOCS: dict[str, tuple[str, str]] = {
                     "header on hooks and events, so the application can refuse other callers"),
     "hook_timeout": ("`3`", "seconds a hook or an event's `POST` may take before it counts "
                      "as failed"),
+    "hook_headers": ("`cookie,user-agent,x-request-id,accept-language`", "request headers "
+                     "passed to the connect hook (lower-case names)"),
+    "connect_hook_url": ("none", "URL the application answers a handshake without a token "
+                         "at (§11 connect: session-cookie login); none = such handshakes get "
+                         "4401"),
+    "rpc_hook_url": ("none", "URL the application answers command types roomcast does not "
+                     "know at (§11 rpc); none = `unknown_type`"),
     "events_url": ("none", "URL that receives room and user events (`room_occupied`, "
                    "`room_vacated`, `user_online`, `user_offline`) by `POST`; none = off"),
     "events_delay": ("`5`", "seconds a room must stay empty (a user without connections) "
