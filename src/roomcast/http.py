@@ -6,10 +6,12 @@ Connections are accepted by the same loop as the WebSocket port's
 `roomcast.httpwire`). Each connection
 is one task that reads, answers every whole request it has in order (pipelined answers
 go out in one write), and waits for more — all under time-outs (`roomcast.httptimer`):
-a head must arrive within `handshake_timeout`, a body within BODY_TIMEOUT, the next
-request within KEEP_ALIVE_TIMEOUT, and an answer must be taken within `write_timeout`.
-Nothing a client sends makes it hold more than one head (16 KiB), one body
-(`max_message_bytes`) and one read; the routes themselves are `roomcast.httpapi`.
+a head must arrive within `handshake_timeout`, a body within `http_body_timeout`, the
+next request within `http_keepalive_timeout`, and an answer must be taken within
+`write_timeout`. Nothing a client sends makes it hold more than one head
+(`http_max_head_bytes`), one body (`max_message_bytes`, or `http_max_batch_bytes` for
+/api/batch with the API key) and one read; past `http_max_connections` open
+connections a new one is answered 503 and closed. The routes are `roomcast.httpapi`.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ import trio
 
 from roomcast import transport
 from roomcast import websocket as ws
+from roomcast.codes import ErrorCode
 from roomcast.httpapi import HttpApi, api_for
 from roomcast.httptimer import Deadlines, Watch
 from roomcast.httpwire import CONTINUE, HttpError, RequestParser
 from roomcast.log import event
 from roomcast.router import Router
 
-# Candidates for settings (see docs/http.md); module constants so tests can shorten them.
-KEEP_ALIVE_TIMEOUT: float = 30.0  # seconds an idle keep-alive connection is kept open
-BODY_TIMEOUT: float = 30.0  # seconds for a whole body, once its head has arrived
 FLUSH_BYTES: Final = 64 * 1024  # pipelined answers are written once they reach this much
 _FRESH_READS: Final = 16  # reads without waiting before letting other tasks run
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is: between requests, in a head, a body
 _TIMED_OUT: Final = HttpError(408, "timeout", "the request did not arrive in time; send the "
                               "whole request at once", close=True)
+_BUSY: Final = HttpError(503, ErrorCode.UNAVAILABLE, "this node has http_max_connections "
+                         "HTTP connections open; retry in a second, reuse a keep-alive "
+                         "connection, or raise http_max_connections", close=True,
+                         headers=(("Retry-After", "1"),))
 
 
 async def serve_connection(api: HttpApi, stream: trio.abc.Stream, deadlines: Deadlines,
@@ -45,8 +49,8 @@ async def serve_connection(api: HttpApi, stream: trio.abc.Stream, deadlines: Dea
     fd = transport.socket_fd(stream)
     if parser is None:
         parser = api.parser()
-    timeouts = {_IDLE: KEEP_ALIVE_TIMEOUT, _HEAD: settings.handshake_timeout,
-                _BODY: BODY_TIMEOUT}
+    timeouts = {_IDLE: settings.http_keepalive_timeout, _HEAD: settings.handshake_timeout,
+                _BODY: settings.http_body_timeout}
     phase = _IDLE
     with trio.CancelScope() as scope:
         watch = Watch(scope)
@@ -195,6 +199,16 @@ async def serve_request(router: Router, stream: trio.abc.Stream, head: ws.Reques
         nursery.cancel_scope.cancel()
 
 
+async def _turn_away(api: HttpApi, stream: trio.abc.Stream) -> None:
+    """A connection past http_max_connections: 503 at once (without reading its request,
+    so it costs no parsing), then closed."""
+    try:
+        with trio.move_on_after(api.router.settings.write_timeout):
+            await transport.send_and_close(stream, api.refused(_BUSY))
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 async def serve_http(
     router: Router, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -210,9 +224,18 @@ async def serve_http(
                       "or 0 to turn HTTP off") from exc
     api = api_for(router)
     deadlines = Deadlines()
+    open_now = 0  # connections being served, against http_max_connections
 
     async def handler(stream: trio.SocketStream, peer: tuple[str, int]) -> None:
-        await handle_connection(api, stream, deadlines)
+        nonlocal open_now
+        if open_now >= settings.http_max_connections:
+            await _turn_away(api, stream)
+            return
+        open_now += 1
+        try:
+            await handle_connection(api, stream, deadlines)
+        finally:
+            open_now -= 1
 
     try:
         async with trio.open_nursery() as nursery:

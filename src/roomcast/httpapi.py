@@ -44,9 +44,6 @@ from roomcast.metrics_export import registry_for, render
 from roomcast.router import Router
 
 METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-# A setting candidate: the largest /api/batch body (with the right API key; others get
-# max_message_bytes), so that 1000 commands fit. Never below max_message_bytes.
-BATCH_BODY_BYTES = 16 * 1024 * 1024
 Headers = tuple[tuple[str, str], ...]
 Reply = tuple[int, bytes, str, Headers]
 Handler = Callable[[Request], Awaitable[Reply]]
@@ -181,10 +178,13 @@ class HttpApi:
                             close=close)
 
     def parser(self) -> RequestParser:
-        """A request parser for one connection, with this endpoint's body limits."""
+        """A request parser for one connection, with this endpoint's limits: a body of
+        max_message_bytes (http_max_batch_bytes for /api/batch with the right API key, so
+        that 1000 commands fit), a head of http_max_head_bytes."""
         settings = self.router.settings
-        larger = max(settings.max_message_bytes, BATCH_BODY_BYTES)
-        return RequestParser(settings.max_message_bytes, {"/api/batch": larger}, self.vouch)
+        larger = max(settings.max_message_bytes, settings.http_max_batch_bytes)
+        return RequestParser(settings.max_message_bytes, {"/api/batch": larger}, self.vouch,
+                             settings.http_max_head_bytes)
 
     def _body_route(self, kind: type[Any], method: str, has_body: bool = True) -> Handler:
         """A route that decodes its body into `kind` and runs the batch method `method`."""

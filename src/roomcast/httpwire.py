@@ -121,7 +121,8 @@ def response(status: int, body: bytes, content_type: str = JSON, *,
     return head if head_only else head + body
 
 
-def _content_length(head: ws.RequestHead, max_body: int) -> int:
+def _content_length(head: ws.RequestHead, max_body: int,
+                    setting: str = "max_message_bytes") -> int:
     """How many body bytes follow the head (-1: chunked); HttpError for what cannot be
     framed or is over `max_body` (both close the connection: the bytes that follow cannot
     be trusted)."""
@@ -144,13 +145,13 @@ def _content_length(head: ws.RequestHead, max_body: int) -> int:
                         f"number of bytes, got {raw[:32]!r}", close=True)
     length = int(raw)
     if length > max_body:
-        raise too_large(max_body)
+        raise too_large(max_body, setting)
     return length
 
 
-def too_large(limit: int) -> HttpError:
+def too_large(limit: int, setting: str = "max_message_bytes") -> HttpError:
     return HttpError(413, "too_large", f"the body is larger than {limit} bytes "
-                     "(max_message_bytes); send less data", close=True)
+                     f"({setting}); send less data", close=True)
 
 
 class ChunkedBody:
@@ -158,10 +159,14 @@ class ChunkedBody:
     chunk extensions and trailers are read and ignored. Decoded bytes are copied out of
     the connection's buffer at once, so the buffer never holds more than a line."""
 
-    __slots__ = ("body", "limit", "remaining", "state", "trailer_bytes")
+    __slots__ = ("body", "limit", "max_trailer", "remaining", "setting", "state",
+                 "trailer_bytes")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_trailer: int = MAX_HEAD_BYTES,
+                 setting: str = "max_message_bytes") -> None:
         self.limit = limit
+        self.max_trailer = max_trailer
+        self.setting = setting  # the name of the setting that is `limit`
         self.body = bytearray()
         self.state = _SIZE
         self.remaining = 0  # bytes of the current chunk still to come
@@ -200,9 +205,9 @@ class ChunkedBody:
                 if not line:
                     return i, True
                 self.trailer_bytes += len(line) + 2
-                if self.trailer_bytes > MAX_HEAD_BYTES:
+                if self.trailer_bytes > self.max_trailer:
                     raise HttpError(431, "too_large", "the trailer fields are longer than "
-                                    f"{MAX_HEAD_BYTES} bytes", close=True)
+                                    f"{self.max_trailer} bytes", close=True)
                 continue
             self._size_line(line)
         return i, False
@@ -213,7 +218,7 @@ class ChunkedBody:
             raise _bad_chunk(f"a chunk size must be hexadecimal, got {line[:32]!r}")
         size = int(size_text, 16)
         if len(self.body) + size > self.limit:
-            raise too_large(self.limit)
+            raise too_large(self.limit, self.setting)
         self.remaining = size
         self.state = _DATA if size else _TRAILER
 
@@ -225,16 +230,18 @@ def _bad_chunk(what: str) -> HttpError:
 
 class RequestParser:
     """A connection's bytes in, whole requests out, in order (pipelining is just bytes that
-    are already here). Holds at most one head (MAX_HEAD_BYTES) and one body (`max_body`,
+    are already here). Holds at most one head (`max_head`) and one body (`max_body`,
     or a `larger` one for a head `vouch` accepts) plus what a single read brought:
     nothing a client sends makes it hold more."""
 
     __slots__ = ("_buffer", "_chunked", "_head", "_length", "_searched", "continue_due",
-                 "larger", "max_body", "vouch")
+                 "larger", "max_body", "max_head", "vouch")
 
     def __init__(self, max_body: int, larger: Mapping[str, int] | None = None,
-                 vouch: Callable[[ws.RequestHead], None] | None = None) -> None:
+                 vouch: Callable[[ws.RequestHead], None] | None = None,
+                 max_head: int = MAX_HEAD_BYTES) -> None:
         self.max_body = max_body
+        self.max_head = max_head
         # Paths whose bodies may be longer (up to the value), for a head `vouch` accepts
         # (it raises HttpError otherwise): a stranger is never buffered more than max_body.
         self.larger = larger or {}
@@ -272,11 +279,12 @@ class RequestParser:
         self._buffer = head.rest
         bigger = self.larger.get(head.target.partition("?")[0], 0) if self.vouch else 0
         limit = max(self.max_body, bigger)
-        self._length = _content_length(head, limit)
+        setting = "max_message_bytes" if limit == self.max_body else "http_max_batch_bytes"
+        self._length = _content_length(head, limit, setting)
         if self._length == CHUNKED:  # its size is not known: vouched for up front
             if limit > self.max_body and self.vouch is not None:
                 self.vouch(head)
-            self._chunked = ChunkedBody(limit)
+            self._chunked = ChunkedBody(limit, self.max_head, setting)
         elif self._length > self.max_body and self.vouch is not None:
             self.vouch(head)
         self._head = head
@@ -319,32 +327,47 @@ class RequestParser:
             self._searched = 0
         if not data:
             return None
+        limit = self.max_head
         try:
-            head = parse_head(data, self._searched)
+            head = parse_head(data, self._searched, limit)
         except ws.HandshakeError as exc:
-            if len(data) > MAX_HEAD_BYTES and not _has_end(data[:MAX_HEAD_BYTES]):
-                raise HttpError(431, "too_large", f"the request head is longer than "
-                                f"{MAX_HEAD_BYTES} bytes; send fewer or shorter headers",
-                                close=True) from None
+            if len(data) > limit and not _has_end(data[:limit]):
+                raise _head_too_long(limit) from None
             raise HttpError(400, ErrorCode.BAD_REQUEST, f"{exc.message} (the request head "
                             "must follow RFC 9112)", close=True) from None
         if head is None:
+            if len(data) > limit:  # no end within the limit
+                raise _head_too_long(limit)
             self._searched = len(data)
             return None
+        if len(data) - len(head.rest) > limit:  # a bare-LF head past a lower limit
+            raise _head_too_long(limit)
         self._searched = 0
         return head
 
 
-def parse_head(data: bytes, searched: int = 0) -> ws.RequestHead | None:
+def _head_too_long(limit: int) -> HttpError:
+    return HttpError(431, "too_large", f"the request head is longer than {limit} bytes "
+                     "(http_max_head_bytes); send fewer or shorter headers", close=True)
+
+
+def parse_head(data: bytes, searched: int = 0, limit: int = MAX_HEAD_BYTES
+               ) -> ws.RequestHead | None:
     """roomcast.websocket.parse_request_head, with a fast path for the usual head (CRLF
     line ends, valid): one match for the whole head instead of one per line, 2x faster.
     Anything else — bare LF, an incomplete or invalid head — goes to the shared parser,
-    which decides and words the error."""
-    end = data.find(b"\r\n\r\n", max(0, searched - 3), MAX_HEAD_BYTES)
+    which decides and words the error. `limit` (the head's most bytes, its blank line
+    included) may pass the shared parser's MAX_HEAD_BYTES for CRLF heads only."""
+    end = data.find(b"\r\n\r\n", max(0, searched - 3), max(limit, MAX_HEAD_BYTES))
     if end < 0:
-        return ws.parse_request_head(data, searched)
+        if len(data) <= MAX_HEAD_BYTES:
+            return ws.parse_request_head(data, searched)
+        return _past_shared_limit(data, limit)
     head = data[:end]
     if _CRLF_HEAD.fullmatch(head) is None:  # it matches no bare LF and no control character
+        if end + 4 > MAX_HEAD_BYTES:
+            raise ws.HandshakeError(400, "malformed request head; a head over "
+                                    f"{MAX_HEAD_BYTES} bytes must be valid with CRLF line ends")
         return ws.parse_request_head(data, searched)
     request_line, *lines = head.decode("latin-1").split("\r\n")
     method, target, version = request_line.split(" ")
@@ -363,6 +386,16 @@ def parse_head(data: bytes, searched: int = 0) -> ws.RequestHead | None:
     if hosts != 1 and version == "HTTP/1.1":
         return ws.parse_request_head(data, searched)  # its error
     return ws.RequestHead(method, target, version[5:], headers, data[end + 4:])
+
+
+def _past_shared_limit(data: bytes, limit: int) -> ws.RequestHead | None:
+    """An unfinished head longer than the shared parser reads: wait for the rest while it
+    may still be a CRLF head within `limit`."""
+    if len(data) > limit:
+        raise ws.HandshakeError(400, f"the request head is longer than {limit} bytes")
+    if _has_end(data[:MAX_HEAD_BYTES]):  # a bare-LF head ended within the shared limit
+        return ws.parse_request_head(data)
+    return None
 
 
 def _has_end(data: bytes) -> bool:

@@ -186,10 +186,8 @@ async def test_a_slow_head_is_closed_after_the_time_out() -> None:
         assert 0.25 < trio.current_time() - started < 3
 
 
-async def test_a_slow_body_is_closed_after_the_time_out(monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    monkeypatch.setattr(http_front, "BODY_TIMEOUT", 0.3)
-    async with api_server() as router, raw(router) as client:
+async def test_a_slow_body_is_closed_after_the_time_out() -> None:
+    async with api_server(http_body_timeout=0.3) as router, raw(router) as client:
         await client.send(publish_request("project:1", "x" * 100)[:-10])
         started = trio.current_time()
         assert (await client.response())[0] == 408
@@ -212,10 +210,8 @@ async def test_a_slow_trickle_does_not_extend_the_time_out() -> None:
         assert trio.current_time() - started < 2
 
 
-async def test_an_idle_keep_alive_connection_is_closed_quietly(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_front, "KEEP_ALIVE_TIMEOUT", 0.3)
-    async with api_server() as router, raw(router) as client:
+async def test_an_idle_keep_alive_connection_is_closed_quietly() -> None:
+    async with api_server(http_keepalive_timeout=0.3) as router, raw(router) as client:
         await client.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await client.response())[0] == 200
         assert await client.closed()
