@@ -40,6 +40,15 @@ DEV_SECRET_FILE = Path(".roomcast") / "dev-secret"
 DEV_SHUTDOWN_GRACE = 1.0
 
 
+class _WholeWordsHelp(argparse.HelpFormatter):
+    """Wraps help at spaces only: a default such as `user-agent` stays in one piece."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also ROOMCAST_<NAME> or --config FILE)")
     for name in FIELDS:
@@ -56,7 +65,8 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roomcast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the router server")
+    serve = sub.add_parser("serve", help="run the router server",
+                           formatter_class=_WholeWordsHelp)
     serve.add_argument("--dev", action="store_true",
                        help="development only: keep a made-up JWT secret in "
                             f"{DEV_SECRET_FILE} (under the current directory), print a "
