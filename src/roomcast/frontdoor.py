@@ -1,9 +1,11 @@
 """The front door: what every TCP connection on the WebSocket port meets first.
 
 The request head is read under a time-out: plain HTTP gets a prompt answer and a closed
-connection (§1), a WebSocket upgrade is checked (path, Origin, RFC 6455 headers) and its
-token verified and admitted by the Router — or refused with the close code that says
-why — and the `101` answer goes out in the same write as the first frame.
+connection (§1) — or, with `http_on_ws_port`, is served by the HTTP endpoint as if it had
+come to the HTTP port (keep-alive included) — a WebSocket upgrade is checked (path,
+Origin, RFC 6455 headers) and its token verified and admitted by the Router — or refused
+with the close code that says why — and the `101` answer goes out in the same write as
+the first frame.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
+from roomcast import http as http_endpoint
 from roomcast import protocol as p
 from roomcast import transport
 from roomcast import websocket as ws
@@ -124,7 +127,9 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
         if client != remote_ip:
             remote, remote_ip = f"{client} via {remote}", client
     if not _is_upgrade(head):
-        if head.method == "GET" and _path(head) == "/healthz":
+        if settings.http_on_ws_port:  # one port for both: the HTTP endpoint takes it over
+            await http_endpoint.serve_request(router, stream, head)
+        elif head.method == "GET" and _path(head) == "/healthz":
             await _plain_answer(stream, 200, b'{"status": "ok"}')
         else:
             await _plain_answer(stream, 426, b'{"error": "upgrade_required", '
