@@ -2,8 +2,11 @@
 
 `Debouncer` turns cluster-wide up/down transitions of a room's subscribers or a user's
 connections into events, holding back every "gone" for `events_delay` seconds so that a
-brief absence produces nothing at all. `Outbox` holds the events waiting for delivery:
-bounded, one key's events in order, retried with exponential backoff.
+brief absence produces nothing at all. Alone, it decides that itself; with a shared
+backplane, the backplane numbers the transitions and decides whether an "up" is news
+(`seq` given), and a "gone" is checked against it once due (`still_gone`). `Outbox` holds
+the events waiting for delivery: bounded, one key's events in order, retried with
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -88,26 +91,37 @@ class Debouncer:
         self._due: list[tuple[float, Key]] = []  # heap; stale entries are skipped
 
     def up(self, kind: str, name: str, now: float, wall: float,
-           seq: int | None = None) -> Event | None:
-        """The key went from none to some: the event to send, or None (a brief absence
-        ended, or the application already knows it is there)."""
+           seq: int | None = None, confirmed: int | None = None) -> list[Event]:
+        """The key went from none to some: the events to send (none when a brief absence
+        ended, or the application already knows it is there).
+
+        With `seq`, the backplane has decided this "up" is news, and `confirmed` names the
+        "gone" it found long enough: if that one is still held here, it goes first."""
         state = self._keys.setdefault((kind, name), _KeyState())
-        state.seq = seq if seq is not None else state.seq + 1
+        if seq is not None:
+            out = []
+            if state.pending is not None and state.pending[1] == confirmed:
+                out.append(Event(KINDS[kind][1], kind, name, confirmed, state.pending[2]))
+            state.pending = None
+            state.seq, state.present = seq, True
+            return [*out, Event(KINDS[kind][0], kind, name, seq, wall)]
+        state.seq += 1
         if state.pending is not None:
             state.pending = None
-            return None
+            return []
         if state.present:
-            return None
+            return []
         state.present = True
-        return Event(KINDS[kind][0], kind, name, state.seq, wall)
+        return [Event(KINDS[kind][0], kind, name, state.seq, wall)]
 
     def down(self, kind: str, name: str, now: float, wall: float,
              seq: int | None = None) -> None:
-        """The key went from some to none: its "gone" is due at now + delay."""
+        """The key went from some to none: its "gone" is due at now + delay. With `seq`
+        (a shared backplane) it is held whatever this node knew of the key."""
         key = (kind, name)
         state = self._keys.setdefault(key, _KeyState())
         state.seq = seq if seq is not None else state.seq + 1
-        if not state.present or state.pending is not None:
+        if seq is None and (not state.present or state.pending is not None):
             return
         state.pending = (now + self.delay, state.seq, wall)
         heapq.heappush(self._due, (now + self.delay, key))

@@ -53,12 +53,12 @@ class EventSender:
         backplane.transitions = self
 
     # ------------------------------------------------------------ the backplane's side
-    def transition(self, kind: str, name: str, up: bool, seq: int | None = None) -> None:
+    def transition(self, kind: str, name: str, up: bool, seq: int | None = None,
+                   confirmed: int | None = None) -> None:
         """A room's subscribers or a user's connections went from none to some or back."""
         now, wall = trio.current_time(), time.time()
         if up:
-            ev = self.debouncer.up(kind, name, now, wall, seq)
-            if ev is not None:
+            for ev in self.debouncer.up(kind, name, now, wall, seq, confirmed):
                 self._queue(ev)
         else:
             self.debouncer.down(kind, name, now, wall, seq)

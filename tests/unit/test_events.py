@@ -24,28 +24,34 @@ def test_body_and_id() -> None:
 
 def test_brief_absence_sends_nothing() -> None:
     deb = Debouncer(5.0)
-    first = deb.up("room", "r", 0.0, 100.0)
-    assert first is not None and first.event == "room_occupied" and first.seq == 1
+    [first] = deb.up("room", "r", 0.0, 100.0)
+    assert first.event == "room_occupied" and first.seq == 1
     deb.down("room", "r", 1.0, 101.0)
     assert deb.due(5.9) == []
-    assert deb.up("room", "r", 5.9, 105.9) is None  # back in time: no vacated, no occupied
+    assert deb.up("room", "r", 5.9, 105.9) == []  # back in time: no vacated, no occupied
     assert deb.due(100.0) == []
     deb.down("room", "r", 10.0, 110.0)
     [gone] = deb.due(15.0)
     assert (gone.event, gone.seq, gone.wall) == ("room_vacated", 4, 110.0)
-    again = deb.up("user", "r", 16.0, 116.0)
-    assert again is not None and again.event == "user_online" and again.seq == 1
-    back = deb.up("room", "r", 16.0, 116.0)
-    assert back is not None and back.id == "room_occupied:r:5"  # ids never repeat
+    [again] = deb.up("user", "r", 16.0, 116.0)
+    assert again.event == "user_online" and again.seq == 1
+    [back] = deb.up("room", "r", 16.0, 116.0)
+    assert back.id == "room_occupied:r:5"  # ids never repeat
 
 
 def test_given_sequence_numbers_are_used() -> None:
     deb = Debouncer(1.0)
-    ev = deb.up("user", "alice", 0.0, 0.0, seq=41)
-    assert ev is not None and ev.id == "user_online:alice:41"
+    [ev] = deb.up("user", "alice", 0.0, 0.0, seq=41)
+    assert ev.id == "user_online:alice:41"
     deb.down("user", "alice", 1.0, 1.0, seq=42)
     assert deb.pending("user", "alice") == 42
     assert [e.id for e in deb.due(2.0)] == ["user_offline:alice:42"]
+    deb.down("user", "bob", 0.0, 0.0, seq=7)  # reaped elsewhere: held all the same
+    deb.down("user", "alice", 3.0, 3.0, seq=44)
+    # the backplane found the "gone" 44 long enough: it goes before the "up" 45
+    assert [e.id for e in deb.up("user", "alice", 3.5, 3.5, seq=45, confirmed=44)] == [
+        "user_offline:alice:44", "user_online:alice:45"]
+    assert [e.id for e in deb.due(10.0)] == ["user_offline:bob:7"]
 
 
 def test_retry_schedule() -> None:
@@ -113,9 +119,7 @@ def test_debounce_matches_model(steps: list[tuple[str, float]], delay: float,
         emitted += deb.due(now)
         mine = times.setdefault(name, [])
         if len(mine) % 2 == 0:
-            ev = deb.up("room", name, now, now)
-            if ev is not None:
-                emitted.append(ev)
+            emitted += deb.up("room", name, now, now)
         else:
             deb.down("room", name, now, now)
         mine.append(now)

@@ -54,10 +54,12 @@ class Sink(Protocol):
 class Transitions(Protocol):
     """Who hears cluster-wide occupancy changes (protocol §13: roomcast.events_sender)."""
 
-    def transition(self, kind: str, name: str, up: bool, seq: int | None = None) -> None:
+    def transition(self, kind: str, name: str, up: bool, seq: int | None = None,
+                   confirmed: int | None = None) -> None:
         """`kind` "room" (subscribers) or "user" (connections) `name` went from none to
-        some (`up`) or from some to none, anywhere; `seq` numbers the key's transitions
-        cluster-wide when the backplane keeps such a count."""
+        some (`up`) or from some to none, anywhere. A shared backplane numbers the key's
+        transitions (`seq`), reports an "up" only when it is news, and names in
+        `confirmed` the "gone" it found long enough (roomcast.events.Debouncer.up)."""
 
 
 class Backplane(abc.ABC):
