@@ -219,7 +219,7 @@ def encode(frame: dict[str, Any]) -> bytes:
     return _encoder.encode(frame)
 
 
-def error_frame(code: ErrorCode, message: str, id: CommandId = None) -> bytes:
+def error_frame(code: ErrorCode | str, message: str, id: CommandId = None) -> bytes:
     return _encoder.encode({"type": "error", "id": id, "code": code, "message": message})
 
 

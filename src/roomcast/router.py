@@ -10,11 +10,12 @@ mailbox with `send_nowait`, and a full mailbox closes that connection with 4409,
 connection ever slows the Router or anybody else.
 
 The await points, all in `_perform`, are the backplane questions (`Ask`: publish, a
-room's position, history, presence, watch and unwatch) and an application's own command
-handlers (`RunCommand`). While one is awaited, other tasks go on changing the core's
-state: the asking connection may close, its subscription may be replaced or dropped,
-a room may empty. The core's continuation that receives the answer (`then`) checks each
-of these against the state it finds, never against what it saw before the await.
+room's position, history, presence, watch and unwatch), an embedding application's own
+command handlers (`RunCommand`) and the application's hooks over HTTP (`CallHook`, §11).
+While one is awaited, other tasks go on changing the core's state: the asking connection
+may close, its subscription may be replaced or dropped, a room may empty. The core's
+continuation that receives the answer (`then`) checks each of these against the state it
+finds, never against what it saw before the await.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from roomcast.backplane import Backplane, BackplaneUnavailable, create_backplane
 from roomcast.codes import CloseCode, application_close_code
 from roomcast.core import (
     Ask,
+    CallHook,
     Close,
     Effects,
     Fanout,
@@ -44,6 +46,7 @@ from roomcast.core import (
     Send,
 )
 from roomcast.events_sender import EventSender
+from roomcast.hooks import HookClient
 from roomcast.jwks_fetch import KeySetFetcher
 from roomcast.log import event
 from roomcast.metrics import Metrics
@@ -85,6 +88,7 @@ class Router:
         self._wake: trio.CancelScope | None = None
         self._real_clock = True
         self._nursery: trio.Nursery | None = None  # the Router's own, while it runs
+        self.hooks = HookClient(settings)  # the application's hooks (§11)
         self.key_fetcher = (KeySetFetcher(settings.jwt_jwks_url, self.core.authenticator)
                             if settings.jwt_jwks_url else None)  # jwt_jwks_url (§14)
         self.events = (EventSender(settings, self.metrics, self.backplane)
@@ -111,15 +115,19 @@ class Router:
         # minted just now must not look issued in the future. A test clock is followed as is.
         self._real_clock = not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
         self.core.deadlines.restart(now)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.backplane.run, self)
-            nursery.start_soon(self._sweeper)
-            if self.key_fetcher is not None:
-                nursery.start_soon(self.key_fetcher.run)
-            if self.events is not None:
-                await nursery.start(self.events.run)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.backplane.run, self)
+                nursery.start_soon(self._sweeper)
+                if self.key_fetcher is not None:
+                    nursery.start_soon(self.key_fetcher.run)
+                if self.events is not None:
+                    await nursery.start(self.events.run)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.hooks.aclose()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the WebSocket (and HTTP) listeners until `shutdown()` drains them."""
@@ -215,13 +223,15 @@ class Router:
 
     # ------------------------------------------------------------ performing effects
     async def _perform(self, effects: Effects) -> None:
-        """Perform effects in order; `Ask` and `RunCommand` are the await points."""
+        """Perform effects in order; `Ask`, `RunCommand` and `CallHook` are the await
+        points (the backplane, an app's own handler, the application over HTTP)."""
         for effect in effects:
-            kind = type(effect)
-            if kind is Ask:
-                await self._ask(effect)  # type: ignore[arg-type]
-            elif kind is RunCommand:
-                await self._run_command(effect)  # type: ignore[arg-type]
+            if isinstance(effect, Ask):
+                await self._ask(effect)
+            elif isinstance(effect, RunCommand):
+                await self._run_command(effect)
+            elif isinstance(effect, CallHook):
+                await self._perform(effect.then(await self.hooks.call(effect.name, effect.body)))
             else:
                 self._perform_now((effect,))
 

@@ -62,6 +62,16 @@ class RunCommand:
     then: Callable[[Any, BaseException | None], Effects]
 
 
-Effect = Send | Fanout | Close | Ask | RunCommand
+@dataclass(slots=True)
+class CallHook:
+    """Ask the application over HTTP (§11): hook `name` with `body`; `then` turns its
+    outcome (`roomcast.hookwire`: allowed, denied or failed) into effects."""
+
+    name: str
+    body: dict[str, Any]
+    then: Callable[[Any], Effects]
+
+
+Effect = Send | Fanout | Close | Ask | RunCommand | CallHook
 Effects = Sequence[Effect]
 NOTHING: Effects = ()

@@ -27,15 +27,36 @@ from roomcast import protocol as p
 from roomcast.auth import AuthError, Principal
 from roomcast.codes import CloseCode, ErrorCode, application_close_code
 from roomcast.core.deadlines import Deadlines
-from roomcast.core.effects import NOTHING, Ask, Close, Effect, Effects, Fanout, RunCommand, Send
+from roomcast.core.effects import (
+    NOTHING,
+    Ask,
+    CallHook,
+    Close,
+    Effect,
+    Effects,
+    Fanout,
+    RunCommand,
+    Send,
+)
 from roomcast.core.peer import Peer
 from roomcast.core.subscribe import RESET_MARK, Subscriptions
 from roomcast.errors import RoomcastError
+from roomcast.hookwire import Allowed, Denied, Outcome, error_code
 from roomcast.metrics import Metrics
 from roomcast.settings import Settings
 from roomcast.streams import HistoryPage, PublishResult
 from roomcast.websocket import PING_FRAME, text_frame
 
+
+class _AnyType:
+    """Every command type (with an rpc hook, a type roomcast does not know is the
+    application's to answer)."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+ANY_TYPE = _AnyType()
 MAX_SERVER_ROOM_USERS = 100_000  # users whose server-side rooms are remembered (§12)
 
 
@@ -122,7 +143,7 @@ class RoutingCore(Subscriptions):
         """One text frame from a connection: every command gets one reply."""
         self.metrics.frames_in += 1
         try:
-            command = p.parse(text, self.custom_types)
+            command = p.parse(text, ANY_TYPE if self.settings.rpc_hook_url else self.custom_types)
         except p.ProtocolError as exc:
             return self._over_rate(peer, now, exc.id) or (
                 self.error(peer, exc.code, exc.message, exc.id),)
@@ -182,9 +203,13 @@ class RoutingCore(Subscriptions):
                 return self._presence(peer, command)
             case p.Refresh():
                 return self._refresh(peer, command, now)
-            case p.CustomCommand():
+            case p.CustomCommand() if command.type in self.custom_types:
                 return (RunCommand(peer, command.type, command.payload,
                                    lambda data, exc: self._custom_reply(peer, command, data, exc)),)
+            case p.CustomCommand():  # no app handler here: the rpc hook answers it (§11)
+                return (CallHook("rpc", self._hook_body(peer, type=command.type, command={
+                    k: v for k, v in command.payload.items() if k != "id"}),
+                    lambda outcome: self._rpc_reply(peer, command, outcome)),)
 
     def _unavailable(self, peer: Peer, command_id: p.CommandId) -> Any:
         def answer(exc: Exception) -> Effects:
@@ -248,6 +273,22 @@ class RoutingCore(Subscriptions):
         self.deadlines.schedule(peer, self.wall_base, self.peers)
         return (self.reply(peer, {"type": "refreshed", "id": cmd.id,
                                   "expires_at": p.iso_time(principal.expires_at)[:-5] + "Z"}),)
+
+    def _hook_body(self, peer: Peer, **fields: Any) -> dict[str, Any]:
+        return {"user_id": peer.principal.user_id, "connection_id": peer.id,
+                "info": peer.principal.info, **fields}
+
+    def _rpc_reply(self, peer: Peer, cmd: p.CustomCommand, outcome: Outcome) -> Effects:
+        """The rpc hook's answer as the command's reply (§11)."""
+        if isinstance(outcome, Allowed):
+            return self._custom_reply(peer, cmd, outcome.result.get("data"), None)
+        if isinstance(outcome, Denied):
+            return (self.error(peer, error_code(outcome.code), outcome.message[:200], cmd.id),)
+        if outcome.status == 404:
+            return (self.error(peer, ErrorCode.UNKNOWN_TYPE,
+                               f"unknown command type {cmd.type[:64]!r}", cmd.id),)
+        return (self.error(peer, ErrorCode.UNAVAILABLE, "the application could not answer "
+                           f"{cmd.type[:64]!r} ({outcome.reason}); retry later", cmd.id),)
 
     def _custom_reply(self, peer: Peer, cmd: p.CustomCommand, data: Any,
                       failure: BaseException | None) -> Effects:

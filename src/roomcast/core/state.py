@@ -44,9 +44,11 @@ class CoreState:
     def reply(self, peer: Peer, frame: dict[str, Any]) -> Send:
         return Send(peer, text_frame(p.encode(frame)))
 
-    def error(self, peer: Peer, code: ErrorCode, message: str,
+    def error(self, peer: Peer, code: ErrorCode | str, message: str,
               command_id: p.CommandId = None) -> Send:
-        self.metrics.errors[code] += 1
+        """An `error` frame; `code` a roomcast code or an application's own (from a hook,
+        counted together in the metrics so their number stays bounded)."""
+        self.metrics.errors[code if isinstance(code, ErrorCode) else "application"] += 1
         return Send(peer, text_frame(p.error_frame(code, message, command_id)))
 
     def readable(self, peer: Peer, room: str, command_id: p.CommandId) -> Send | None:

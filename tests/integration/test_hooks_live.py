@@ -1,0 +1,162 @@
+"""Backend hooks over real sockets (contract §11): a real HTTP server in the test plays the
+application — it can answer, refuse, return garbage, be slow or be gone."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from tests.support import WAIT, connect, running_server
+
+SECRET = "hook-secret-0123456789"
+Answer = tuple[int, bytes]
+Behaviour = Callable[[dict[str, Any]], Awaitable[Answer]]
+
+
+class Application:
+    """An HTTP server on 127.0.0.1 that records each hook request and answers it with
+    `behaviour` (keep-alive, as httpx pools connections)."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.port = 0
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                headers = {k.strip().lower(): v.strip()
+                           for k, _, v in (line.partition(":") for line in lines[1:])}
+                length = int(headers.get("content-length", "0"))
+                while len(data) < length:
+                    data += await stream.receive_some(65536)
+                body, data = data[:length], data[length:]
+                self.requests.append((headers, body))
+                status, answer = await self.behaviour(json.loads(body))
+                await stream.send_all(f"HTTP/1.1 {status} X\r\nContent-Type: application/json"
+                                      f"\r\nContent-Length: {len(answer)}\r\n\r\n".encode()
+                                      + answer)
+
+
+@asynccontextmanager
+async def application(behaviour: Behaviour) -> AsyncIterator[Application]:
+    app = Application(behaviour)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, app.handle, 0)
+        app.port = listeners[0].socket.getsockname()[1]
+        yield app
+        nursery.cancel_scope.cancel()
+
+
+def result(value: Any) -> Answer:
+    return 200, json.dumps({"result": value}).encode()
+
+
+def error(code: Any, message: str) -> Answer:
+    return 200, json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+# ------------------------------------------------------------------ rpc
+async def test_the_rpc_hook_answers_a_command_type_roomcast_does_not_know() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        assert request["hook"] == "rpc" and request["type"] == "request_metrics"
+        return result({"data": {"executions": 42, "asked_by": request["user_id"]}})
+
+    async with application(app_logic) as app, running_server(
+            rpc_hook_url=app.url(), hook_secret=SECRET) as router, \
+            connect(router, sub="alice") as alice:
+        reply = await alice.call({"type": "request_metrics", "id": 9, "metric_type": "x"})
+        assert reply == {"type": "request_metrics", "id": 9,
+                         "data": {"executions": 42, "asked_by": "alice"}}
+        headers, body = app.requests[0]
+        sent = json.loads(body)
+        assert sent["command"] == {"type": "request_metrics", "metric_type": "x"}  # no id
+        assert sent["connection_id"] == alice.connected["connection_id"]
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["x-roomcast-signature"] == expected
+
+
+async def test_the_rpc_hooks_error_becomes_an_error_frame_with_its_code_when_valid() -> None:
+    answers = iter([error("no_such_metric", "try executions"), error("Bad Code!", "x"),
+                    (404, b"{}"), (500, b"oops"), (200, b"not json")])
+
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        return next(answers)
+
+    async with application(app_logic) as app, running_server(
+            rpc_hook_url=app.url()) as router, connect(router, sub="bob") as bob:
+        codes = []
+        for n in range(5):
+            reply = await bob.call({"type": "custom_thing", "id": n})
+            assert reply["type"] == "error" and reply["id"] == n
+            codes.append(reply["code"])
+        assert codes == ["no_such_metric", "forbidden", "unknown_type", "unavailable",
+                         "unavailable"]
+        assert router.hooks.outcomes[("rpc", "failed")] == 3
+
+
+async def test_a_slow_rpc_hook_holds_only_the_connection_that_asked() -> None:
+    release = trio.Event()
+
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        await release.wait()
+        return result({"data": "late"})
+
+    async with application(app_logic) as app, running_server(
+            rpc_hook_url=app.url(), hook_timeout=5) as router, \
+            connect(router, sub="slow") as slow, connect(router, sub="other") as other:
+        await slow.send({"type": "slow_thing", "id": 1})
+        with trio.fail_after(1.0):  # the other connection is served meanwhile
+            for n in range(3):
+                assert (await other.call({"type": "ping", "id": n}))["type"] == "pong"
+        release.set()
+        assert (await slow.recv_type("slow_thing"))["data"] == "late"
+
+
+async def test_an_rpc_hook_that_does_not_answer_in_time_is_unavailable() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async with application(app_logic) as app, running_server(
+            rpc_hook_url=app.url(), hook_timeout=0.3) as router, connect(router) as alice:
+        reply = await alice.call({"type": "whatever", "id": 1}, timeout=WAIT)
+        assert reply["code"] == "unavailable"
+        assert alice.connected["type"] == "connected"
+        assert (await alice.call({"type": "ping", "id": 2}))["type"] == "pong"  # still open
+
+
+async def test_without_an_rpc_hook_an_unknown_type_is_unknown_type() -> None:
+    async with running_server() as router, connect(router) as alice:
+        assert (await alice.call({"type": "whatever", "id": 1}))["code"] == "unknown_type"
+
+
+async def test_a_registered_command_wins_over_the_rpc_hook() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        raise AssertionError("the hook must not be asked")
+
+    async with application(app_logic) as app, running_server(
+            rpc_hook_url=app.url()) as router, connect(router) as alice:
+        @router.command("local_thing")
+        async def local(principal: Any, payload: dict[str, Any]) -> str:
+            return "here"
+
+        assert (await alice.call({"type": "local_thing", "id": 1}))["data"] == "here"
+        assert app.requests == []
