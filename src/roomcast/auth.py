@@ -292,11 +292,12 @@ class Authenticator:
         secret = settings.jwt_secret or None
         key_path = settings.jwt_public_key or None
         key_set_url = settings.jwt_jwks_url or None
-        if secret is None and key_path is None and key_set_url is None:
+        if (secret is None and key_path is None and key_set_url is None
+                and not settings.connect_hook_url):  # a connect hook alone verifies no token
             raise SettingsError(
                 "jwt_secret or jwt_public_key is required to verify tokens, or jwt_jwks_url "
-                "for an identity provider's keys (or start with --dev for a made-up "
-                "development secret)"
+                "for an identity provider's keys, or connect_hook_url to let the application "
+                "admit connections (or start with --dev for a made-up development secret)"
             )
         if secret is not None:
             try:
@@ -311,8 +312,9 @@ class Authenticator:
         if key_path is not None:
             public_key, key_algorithms = _load_public_key(key_path)
 
-        self._keys = _keys_by_algorithm(settings.algorithms, secret, public_key, key_algorithms,
-                                        key_set_url)
+        verifies = secret is not None or key_path is not None or key_set_url is not None
+        self._keys = _keys_by_algorithm(settings.algorithms if verifies else (), secret,
+                                        public_key, key_algorithms, key_set_url)
         self.algorithms: tuple[str, ...] = tuple(self._keys)
         self.key_set_algorithms = tuple(alg for alg, key in self._keys.items() if key is None)
         """The algorithms verified with `key_set` (those of jwt_jwks_url)."""
@@ -465,7 +467,7 @@ class Authenticator:
             raise AuthError("revoked", "the token has been revoked")
 
         if rooms is None:
-            rooms = self._default_rooms_for(sub)
+            rooms = self.default_rooms_for(sub)
         subscribe = _string_list(payload, "subscribe") or ()
         return Principal(
             user_id=sub,
@@ -477,7 +479,7 @@ class Authenticator:
             subscribe=tuple(room.replace("{sub}", sub) for room in subscribe),
         )
 
-    def _default_rooms_for(self, user_id: str) -> tuple[str, ...]:
+    def default_rooms_for(self, user_id: str) -> tuple[str, ...]:
         """default_rooms with "{sub}" replaced. A user id holding `*` or `?` would turn a
         pattern like `user:{sub}` into a wildcard over other users' rooms, so patterns that
         mention {sub} are left out for such an id (the personal room stays allowed)."""

@@ -274,7 +274,8 @@ def serve_command(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     log.configure(settings.log_format, settings.log_level.upper())
     kept: Path | None = None
-    has_key = settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url
+    has_key = (settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url
+               or settings.connect_hook_url)
     if args.dev:
         if not has_key:
             secret, kept = dev_secret(Path.cwd())

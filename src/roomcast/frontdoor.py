@@ -25,7 +25,9 @@ from roomcast.auth import AuthError
 from roomcast.codes import CloseCode
 from roomcast.connection import Connection
 from roomcast.core import Refused
+from roomcast.hookwire import Allowed, BadResult, Denied, Failed, close_code, principal_from
 from roomcast.log import LogThrottle, event, throttled_event
+from roomcast.permissions import Principal
 from roomcast.proxies import client_address, trusted_networks
 from roomcast.router import Router
 from roomcast.settings import Settings
@@ -155,11 +157,17 @@ async def front_door(router: Router, stream: trio.abc.Stream, remote: str, remot
         await _plain_answer(stream, exc.status, body,
                             "Sec-WebSocket-Version: 13\r\n" if exc.status == 426 else "")
         return None
-    if router.key_fetcher is not None:  # §14: a refetch for a key the set lacks
+    answer = ws.upgrade_response(key)
+    hooked: Principal | Refusal | None = None
+    if _token(head) is None and router.hooks.enabled("connect"):  # §11: no token, ask the app
+        hooked = await _connect_hook(router, head, remote, remote_ip, answer, door)
+    elif router.key_fetcher is not None:  # §14: a refetch for a key the set lacks
         await router.await_key(_token(head))
-    async with door.gate:  # the costly part: at most max_handshakes at once
-        decided = _admit(router, stream, head, ws.upgrade_response(key), remote, remote_ip,
-                         door)
+    if isinstance(hooked, Refusal):
+        decided: Admitted | Refusal = hooked
+    else:
+        async with door.gate:  # the costly part: at most max_handshakes at once
+            decided = _admit(router, stream, head, answer, remote, remote_ip, door, hooked)
     if not isinstance(decided, Refusal):
         return decided
     await _refuse(router, stream, decided.answer, decided.code, decided.reason)
@@ -176,12 +184,42 @@ async def _refuse(router: Router, stream: trio.abc.Stream, answer: bytes, code: 
                                  router.settings)
 
 
+async def _connect_hook(router: Router, head: ws.RequestHead, remote: str, remote_ip: str,
+                        answer: bytes, door: Door) -> Principal | Refusal:
+    """A handshake without a token, decided by the application's connect hook (§11): who
+    it is, or the close code its refusal asked for (1013 when the backend failed)."""
+    settings = router.settings
+    url = urlsplit(head.target)
+    query = {name: values[0] for name, values in parse_qs(url.query).items() if name != "token"}
+    headers = {name: head.headers[name] for name in settings.hook_headers
+               if name in head.headers}
+    outcome = await router.hooks.call("connect", {
+        "node": settings.node, "remote_addr": remote_ip, "path": url.path, "query": query,
+        "headers": headers})
+    if isinstance(outcome, Allowed):
+        try:
+            return principal_from(outcome.result, router.core.authenticator.default_rooms_for)
+        except BadResult as exc:
+            outcome = Failed(f"a result that admits nobody: {exc}")
+            event("hook failed", logging.WARNING, hook="connect", reason=outcome.reason)
+    if isinstance(outcome, Denied):
+        door.refused("connect_hook", remote=remote, detail=outcome.message[:120])
+        return Refusal(answer, close_code(outcome.code),
+                       outcome.message[:120] or "refused by the application")
+    router.metrics.refused["auth_backend_unavailable"] += 1
+    door.refused("auth_backend_unavailable", remote=remote)
+    return Refusal(answer, CloseCode.TRY_AGAIN_LATER, "auth backend unavailable")
+
+
 def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer: bytes,
-           remote: str, remote_ip: str, door: Door) -> Admitted | Refusal:
-    """Authenticate and admit within the limits (the `connected` frame goes out in the same
-    write as the handshake's `answer`), or say how to refuse: with which close code."""
+           remote: str, remote_ip: str, door: Door, principal: Principal | None = None
+           ) -> Admitted | Refusal:
+    """Authenticate (unless the connect hook named `principal`) and admit within the limits
+    (the `connected` frame goes out in the same write as the handshake's `answer`), or say
+    how to refuse: with which close code."""
     try:
-        principal = router.authenticate(_token(head))
+        if principal is None:
+            principal = router.authenticate(_token(head))
     except AuthError as exc:
         door.refused(exc.reason, remote=remote, detail=str(exc))
         code = (CloseCode.TRY_AGAIN_LATER if exc.reason == "keys_unavailable"  # §14

@@ -30,6 +30,8 @@ class HookClient:
         self.settings = settings
         self.urls: dict[str, str] = {name: url for name, url in (
             ("connect", settings.connect_hook_url), ("rpc", settings.rpc_hook_url)) if url}
+        # a handshake without a token must wait for the connect hook, not for the pool
+        self.limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (hook, outcome) -> count
         self._client: httpx.AsyncClient | None = None
 
@@ -44,7 +46,7 @@ class HookClient:
             headers[SIGNATURE_HEADER] = sign(self.settings.hook_secret, data)
         if self._client is None:  # made on first use, inside the running event loop
             self._client = httpx.AsyncClient(timeout=self.settings.hook_timeout,
-                                             follow_redirects=False)
+                                             follow_redirects=False, limits=self.limits)
         try:
             response = await self._client.post(self.urls[hook], content=data, headers=headers)
             outcome = read_answer(response.status_code, response.content)

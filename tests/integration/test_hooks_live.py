@@ -160,3 +160,88 @@ async def test_a_registered_command_wins_over_the_rpc_hook() -> None:
 
         assert (await alice.call({"type": "local_thing", "id": 1}))["data"] == "here"
         assert app.requests == []
+
+
+# ------------------------------------------------------------------ connect
+async def test_the_connect_hook_admits_a_handshake_without_a_token_by_its_cookie() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        assert request["hook"] == "connect"
+        if request["headers"].get("cookie") != "session=abc":
+            return error(4403, "no session")
+        return result({"user_id": "alice", "rooms": ["project:*"], "info": {"name": "A"},
+                       "subscribe": ["project:12"]})
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url(), jwt_secret=None,
+            hook_headers=("cookie", "user-agent")) as router:
+        async with connect(router, "", headers=[("Cookie", "session=abc")]) as alice:
+            assert alice.connected["user_id"] == "alice"
+            frame = await alice.recv_type("subscribed")  # the hook's `subscribe`
+            assert frame["server"] is True and frame["rooms"]["project:12"]["ok"] is True
+            assert (await alice.subscribe("project:7"))["rooms"]["project:7"]["ok"] is True
+        sent = json.loads(app.requests[0][1])
+        assert sent["headers"] == {"cookie": "session=abc"}  # only hook_headers
+        assert sent["remote_addr"] == "127.0.0.1" and sent["path"] == "/ws"
+        async with connect(router, "", headers=[("Cookie", "session=wrong")],
+                           expect_connected=False) as stranger:
+            assert await stranger.closed() == (4403, "no session")
+
+
+async def test_the_connect_hooks_query_has_every_parameter_but_the_token() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        return result({"user_id": "q", "info": {"q": request["query"]}})
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url()) as router:
+        assert router.ws_port is not None
+        import trio_websocket
+
+        async with trio_websocket.open_websocket_url(
+                f"ws://127.0.0.1:{router.ws_port}/ws?workspace_id=acme") as ws:
+            hello = json.loads(await ws.get_message())
+            assert hello["user_id"] == "q"
+        assert json.loads(app.requests[0][1])["query"] == {"workspace_id": "acme"}
+
+
+async def test_a_failing_backend_refuses_with_1013_and_a_token_still_works() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        return 500, b"down"
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url()) as router:
+        async with connect(router, "", expect_connected=False) as nobody:
+            assert await nobody.closed() == (1013, "auth backend unavailable")
+        async with connect(router, sub="with_token") as client:  # verified as in §2
+            assert client.connected["user_id"] == "with_token"
+        assert app.requests and len(app.requests) == 1
+
+
+async def test_a_refusal_code_outside_4000_4999_is_taken_as_4403() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        return error(1000, "")
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url()) as router, \
+            connect(router, "", expect_connected=False) as refused:
+        assert await refused.closed() == (4403, "refused by the application")
+
+
+async def test_a_hanging_connect_hook_never_slows_established_connections() -> None:
+    release = trio.Event()
+
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        await release.wait()
+        return result({"user_id": "late"})
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url(), hook_timeout=5) as router, \
+            connect(router, sub="resident") as resident, trio.open_nursery() as nursery:
+        async def waiting() -> None:
+            async with connect(router, "") as late:
+                assert late.connected["user_id"] == "late"
+
+        nursery.start_soon(waiting)
+        with trio.fail_after(1.0):
+            for n in range(5):
+                assert (await resident.call({"type": "ping", "id": n}))["type"] == "pong"
+        release.set()
