@@ -53,6 +53,7 @@ from roomcast.backplane.redis.scripts import (
     HISTORY,
     POSITION,
     PUBLISH,
+    PUBLISH_MANY,
     REAP,
     REVOKE,
 )
@@ -364,6 +365,36 @@ class RedisBackplane(Reader, Presence, Backplane):
         offset, epoch = int(reply[0]), bytes(reply[1])
         self._saw(room, epoch, offset)
         return PublishResult(offset, epoch.decode(), bool(reply[2]))
+
+    async def publish_many(
+        self, room: str, messages: list[tuple[MessageTemplate, str | None, str | None]],
+    ) -> list[PublishResult]:
+        """Several (template, event, idempotency_key) to one room in one round trip and
+        one atomic script: the new ones take consecutive offsets, whichever node publishes
+        to the room meanwhile; each answers as `publish` would have."""
+        if not messages:
+            return []
+        seen_epoch, seen_offset = self._floor(room)
+        args: list[Any] = [room_channel(room), new_epoch(), self._size, self._httl_ms,
+                           self._window_ms, self.settings.idempotency_max_keys,
+                           self._room_ttl_ms, seen_epoch, seen_offset]
+        for template, event, key in messages:
+            args += [template.head, template.tail, _json_encode(event),
+                     "" if key is None else "=" + key]
+        try:
+            reply = await self._call(PUBLISH_MANY, room_keys(room), args)
+        except BackplaneUnavailable as exc:
+            if "did not answer" in str(exc):
+                raise BackplaneUnavailable(
+                    f"{exc}; the messages may or may not have been published: retry with "
+                    "the same idempotency_keys") from exc
+            raise
+        epoch = bytes(reply[0])
+        offsets = [int(offset) for offset in reply[1::2]]
+        self._saw(room, epoch, max(offsets))
+        text = epoch.decode()
+        return [PublishResult(offset, text, bool(dup))
+                for offset, dup in zip(offsets, reply[2::2], strict=True)]
 
     async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
         st = self._watched.get(room)

@@ -42,6 +42,7 @@ def load(name: str, *, with_lib: bool = False) -> Script:
 
 
 PUBLISH = load("publish", with_lib=True)
+PUBLISH_MANY = load("publish_many", with_lib=True)
 POSITION = load("position", with_lib=True)
 HISTORY = load("history", with_lib=True)
 OFFSETS = load("offsets")

@@ -34,3 +34,43 @@ local function prune(now, httl)
     redis.call('LPOP', KEYS[3])
   end
 end
+-- One message into the open stream (epoch as open_room and fence left it): the idempotency
+-- key checked, the next offset assigned, the entry kept in history and PUBLISHed; returns
+-- the offset and 1 when the key repeated a publish within the window (nothing done), else 0.
+local function publish_one(now, epoch, channel, head, tail, event, idem, size, httl, window,
+                           max_keys)
+  if idem ~= '' then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - window, 'LIMIT', 0, 100)
+    if #old > 0 then
+      redis.call('ZREM', KEYS[5], unpack(old))
+      redis.call('HDEL', KEYS[4], unpack(old))
+    end
+    local seen = redis.call('HGET', KEYS[4], idem)
+    if seen then
+      local t = redis.call('ZSCORE', KEYS[5], idem)
+      if t and now - tonumber(t) < window then return tonumber(seen), 1 end
+    end
+  end
+  local offset = redis.call('INCR', KEYS[1])
+  local soffset = string.format('%d', offset)
+  local payload = head .. soffset .. tail
+  if size > 0 and httl > 0 then
+    redis.call('RPUSH', KEYS[3], string.format('%d', now) .. ' ' .. payload)
+    redis.call('LTRIM', KEYS[3], -size, -1)
+    prune(now, httl)
+    redis.call('PEXPIRE', KEYS[3], httl)
+  end
+  if idem ~= '' then
+    redis.call('HSET', KEYS[4], idem, offset)
+    redis.call('ZADD', KEYS[5], now, idem)
+    local extra = redis.call('ZCARD', KEYS[5]) - max_keys
+    if extra > 0 then
+      local gone = redis.call('ZPOPMIN', KEYS[5], extra)
+      for i = 1, #gone, 2 do redis.call('HDEL', KEYS[4], gone[i]) end
+    end
+    redis.call('PEXPIRE', KEYS[4], window)
+    redis.call('PEXPIRE', KEYS[5], window)
+  end
+  redis.call('PUBLISH', channel, 'm' .. soffset .. ' ' .. epoch .. ' ' .. event .. '\n' .. payload)
+  return offset, 0
+end
