@@ -97,6 +97,12 @@ class RouterCollector:
         yield _labelled("commands", "Client commands executed, by type.", "type", m.commands)
         yield _labelled("errors", "Error frames sent to clients, by code.", "code", m.errors)
         yield _latency(m.latency_counts, m.latency_sum)
+        hooks = CounterMetricFamily(PREFIX + "hook_requests", "Requests to the application's "
+                                    "hooks (§11), by hook and outcome (allowed, denied, "
+                                    "failed).", labels=["hook", "outcome"])
+        for (hook, outcome), value in sorted(router.hooks.outcomes.items()):
+            hooks.add_metric([hook, outcome], value)
+        yield hooks
         if self.http_requests is not None:
             family = CounterMetricFamily(PREFIX + "http_requests", "HTTP requests answered, by "
                                          "route and status.", labels=["path", "status"])

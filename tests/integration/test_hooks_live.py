@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from roomcast.metrics_export import registry_for, render
 from tests.support import WAIT, connect, running_server
 
 SECRET = "hook-secret-0123456789"
@@ -110,6 +111,9 @@ async def test_the_rpc_hooks_error_becomes_an_error_frame_with_its_code_when_val
         assert codes == ["no_such_metric", "forbidden", "unknown_type", "unavailable",
                          "unavailable"]
         assert router.hooks.outcomes[("rpc", "failed")] == 3
+        text = render(registry_for(router)).decode()
+        assert 'roomcast_hook_requests_total{hook="rpc",outcome="failed"} 3.0' in text
+        assert 'roomcast_hook_requests_total{hook="rpc",outcome="denied"} 2.0' in text
 
 
 async def test_a_slow_rpc_hook_holds_only_the_connection_that_asked() -> None:

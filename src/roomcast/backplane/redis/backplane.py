@@ -130,6 +130,9 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._events: dict[bytes, str | None] = {}
         self._mine: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._users: dict[str, int] = {}  # this node's live connections per user (§13)
+        self._users_dirty: set[str] = set()
+        self._users_kick = trio.Event()
         self._inflight: set[tuple[str, str]] = set()
         self._revoked_seen: dict[str, float] = {}
         self._seen: dict[str, tuple[bytes, int]] = {}  # room -> highest (epoch, offset) heard
@@ -168,6 +171,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             with trio.move_on_after(2 * self.command_timeout + 1):
                 await self._first_attempt.wait()
             nursery.start_soon(self._housekeeping, sink)
+            nursery.start_soon(self._user_pusher)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -334,8 +338,9 @@ class RedisBackplane(Reader, Presence, Backplane):
                 try:
                     for _ in range(1000):
                         done = await self._eval(conn, REAP, [NODES, NODESTATS, self._index],
-                                                [self.instance, PREFIX, "0"])
-                        if done == 1:
+                                                [self.instance, PREFIX, "0",
+                                                 *self._events_args()[1:]])
+                        if self._reaped(done):
                             break
                 finally:
                     conn.invalidate()

@@ -12,6 +12,9 @@ Layout (prefix `rc:`; every key expires, so dead rooms and dead nodes vanish):
     rc:nodestats  node -> {"node", "connections", "users"} as of its last heartbeat
     rc:n:NODE:i   the node's presence entries, "<room>\\0<user>" (SET), for reaping
     rc:revoked    jti -> unix time the revocation can be forgotten (ZSET)
+    rc:{ROOM}:ev  room events (protocol §13): {seq, down_ms, down_seq, confirmed}
+    rc:{u:USER}:uc   node -> the user's live connections there (with room events on)
+    rc:{u:USER}:uev  user events, as rc:{ROOM}:ev
 
 Messages on a room channel are `m<offset> <epoch> <event as JSON>\\n<payload>` (the event
 rides in a small header so filters need not parse the payload) or presence events
@@ -42,6 +45,24 @@ def presence_keys(room: str) -> tuple[str, str]:
     """The room's presence hash (per node and user) and its per-user totals."""
     base = f"{PREFIX}{{{room}}}:"
     return base + "p", base + "pu"
+
+
+def room_events_key(room: str) -> str:
+    """The numbering of the room's occupied/vacated transitions (protocol §13)."""
+    return f"{PREFIX}{{{room}}}:ev"
+
+
+def user_keys(user_id: str) -> tuple[str, str]:
+    """The user's connections per node, and the numbering of its online/offline
+    transitions (protocol §13)."""
+    base = f"{PREFIX}{{u:{user_id}}}:"
+    return base + "uc", base + "uev"
+
+
+def user_member(user_id: str) -> str:
+    """A node index entry for the node's connections of a user (a room entry is
+    "<room>\0<user>"; a room name is never empty)."""
+    return "\0" + user_id
 
 
 def room_channel(room: str) -> bytes:

@@ -15,6 +15,7 @@ import trio
 
 from roomcast.backplane.base import Sink
 from roomcast.backplane.redis.commands import FAILURES, Commands, describe
+from roomcast.backplane.redis.events import Events
 from roomcast.backplane.redis.keys import (
     CHUNK,
     NODES,
@@ -23,6 +24,7 @@ from roomcast.backplane.redis.keys import (
     node_index,
     presence_keys,
     room_channel,
+    room_events_key,
 )
 from roomcast.backplane.redis.scripts import HEARTBEAT, PRESENCE_GET, PRESENCE_SET, REAP, RENEW
 from roomcast.log import event as log_event
@@ -30,7 +32,7 @@ from roomcast.log import event as log_event
 _json_encode = msgspec.json.encode
 
 
-class Presence(Commands):
+class Presence(Events, Commands):
     """presence_update / presence, and the heartbeat loop."""
 
     _mine: dict[tuple[str, str], tuple[int, bytes]]
@@ -73,9 +75,12 @@ class Presence(Commands):
             while key in self._dirty:
                 self._dirty.discard(key)
                 count, info = self._mine.get(key, (0, b"{}"))
-                await self._exec(PRESENCE_SET, [p, pu, self._index], [
+                reply = await self._exec(PRESENCE_SET, [p, pu, self._index,
+                                                        room_events_key(room)], [
                     self.instance, user, count, info, room_channel(room),
-                    3 * self._presence_ttl_ms, f"{room}\0{user}"])
+                    3 * self._presence_ttl_ms, f"{room}\0{user}", *self._events_args()])
+                if isinstance(reply, list):
+                    self._report("room", room, reply[1:])
         except FAILURES:
             self._dirty.add(key)  # sent again by the heartbeat once Redis answers
         except BaseException:
@@ -124,15 +129,17 @@ class Presence(Commands):
         self._registered = True
         if int(reply[0]) == 1:
             self._dirty.update(self._mine)  # new here, or reaped while away: say it all again
+            self._users_dirty.update(self._users)
         for key in list(self._dirty):
             await self._push_presence(key)
+        await self._push_users()
         await self._renew()
         for dead in reply[1:]:
             node = bytes(dead).decode()
             for _ in range(1000):
                 done = await self._exec(REAP, [NODES, NODESTATS, node_index(node)],
-                                        [node, PREFIX, "1"])
-                if done == 1:
+                                        [node, PREFIX, "1", *self._events_args()[1:]])
+                if self._reaped(done):
                     break
             log_event("reaped a dead node's presence", node=node)
 

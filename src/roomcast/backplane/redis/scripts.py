@@ -28,12 +28,12 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-def load(name: str, *, with_lib: bool = False) -> Script:
-    """The script `lua/<name>.lua`, with `lua/lib.lua` in front when `with_lib`."""
+def load(name: str, *, with_lib: bool = False, lib: str = "lib") -> Script:
+    """The script `lua/<name>.lua`, with `lua/<lib>.lua` in front when `with_lib`."""
     try:
         source = _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         if with_lib:
-            source = _LUA.joinpath("lib.lua").read_text(encoding="utf-8") + source
+            source = _LUA.joinpath(f"{lib}.lua").read_text(encoding="utf-8") + source
     except OSError as exc:
         raise RuntimeError(
             f"the Lua script {name}.lua is missing from the roomcast package ({exc}); "
@@ -47,10 +47,12 @@ POSITION = load("position", with_lib=True)
 HISTORY = load("history", with_lib=True)
 OFFSETS = load("offsets")
 FENCE = load("fence")
-PRESENCE_SET = load("presence_set")
+PRESENCE_SET = load("presence_set", with_lib=True, lib="events_lib")
 PRESENCE_GET = load("presence_get")
 HEARTBEAT = load("heartbeat")
-REAP = load("reap")
+REAP = load("reap", with_lib=True, lib="events_lib")
+USER_SET = load("user_set", with_lib=True, lib="events_lib")
+EVENT_GONE = load("event_gone")
 RENEW = load("renew")
 CLUSTER = load("cluster")
 REVOKE = load("revoke")

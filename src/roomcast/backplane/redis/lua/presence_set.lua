@@ -1,4 +1,7 @@
--- KEYS p pu idx; ARGV node user count info channel ttl member -> the user's cluster total
+-- KEYS p pu idx ev; ARGV node user count info channel ttl member delay_ms keep_ms -> the
+-- user's cluster total; with delay_ms (room events on, protocol §13) {total, dir, seq,
+-- confirmed} where dir is 1 for a room's news, -1 for its gone, 0 for neither
+local room_before = redis.call('HLEN', KEYS[2])
 local field = ARGV[1] .. '\0' .. ARGV[2]
 local old = 0
 local v = redis.call('HGET', KEYS[1], field)
@@ -27,4 +30,12 @@ if before <= 0 and total > 0 then
 elseif before > 0 and total <= 0 then
   redis.call('PUBLISH', ARGV[5], 'p0\n\n' .. ARGV[2])
 end
-return total
+if not ARGV[8] or ARGV[8] == '' then return total end
+local room_after = redis.call('HLEN', KEYS[2])
+local ev = {0, 0, 0}
+if room_before == 0 and room_after > 0 then
+  ev = ev_up(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]))
+elseif room_before > 0 and room_after == 0 then
+  ev = ev_down(KEYS[4], tonumber(ARGV[9]))
+end
+return {total, ev[1], ev[2], ev[3]}

@@ -1,0 +1,15 @@
+-- KEYS c ev idx; ARGV node count member delay_ms keep_ms idx_ttl -> {dir, seq, confirmed}
+-- c: node -> the user's live connections there (protocol §13); dir 1 news, -1 gone, 0 none
+local before = redis.call('HLEN', KEYS[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SADD', KEYS[3], ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[6]))
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[3])
+end
+local after = redis.call('HLEN', KEYS[1])
+if before == 0 and after > 0 then return ev_up(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5])) end
+if before > 0 and after == 0 then return ev_down(KEYS[2], tonumber(ARGV[5])) end
+return {0, 0, 0}
