@@ -69,6 +69,10 @@ class Settings:
     hook_headers: tuple[str, ...] = ("cookie", "user-agent", "x-request-id", "accept-language")
     connect_hook_url: str | None = None
     rpc_hook_url: str | None = None
+    subscribe_hook_url: str | None = None
+    subscribe_hook_rooms: tuple[str, ...] = ()
+    publish_hook_url: str | None = None
+    publish_hook_rooms: tuple[str, ...] = ()
     events_url: str | None = None
     events_delay: float = 5.0
     events_queue: int = 10_000
@@ -173,7 +177,7 @@ def _validate(s: Settings) -> None:
     if s.rate_burst < 1:
         raise SettingsError("rate_burst must be at least 1")
     _validate_section_14(s)
-    for name in ("connect_hook_url", "rpc_hook_url"):
+    for name in ("connect_hook_url", "rpc_hook_url", "subscribe_hook_url", "publish_hook_url"):
         url = getattr(s, name)
         if url is not None and not url.startswith(("http://", "https://")):
             raise SettingsError(f"{name} must be an http:// or https:// URL, got {url!r}")
@@ -262,6 +266,14 @@ DOCS: dict[str, tuple[str, str]] = {
                          "4401"),
     "rpc_hook_url": ("none", "URL the application answers command types roomcast does not "
                      "know at (§11 rpc); none = `unknown_type`"),
+    "subscribe_hook_url": ("none", "URL the application decides subscriptions to "
+                           "`subscribe_hook_rooms` at (§11 subscribe)"),
+    "subscribe_hook_rooms": ("empty", "room patterns whose subscriptions the subscribe hook "
+                             "decides instead of the token's `rooms`"),
+    "publish_hook_url": ("none", "URL the application allows, refuses or rewrites client "
+                         "publishes to `publish_hook_rooms` at (§11 publish)"),
+    "publish_hook_rooms": ("empty", "room patterns whose client publishes the publish hook "
+                           "decides instead of the token's `publish`"),
     "events_url": ("none", "URL that receives room and user events (`room_occupied`, "
                    "`room_vacated`, `user_online`, `user_offline`) by `POST`; none = off"),
     "events_delay": ("`5`", "seconds a room must stay empty (a user without connections) "
