@@ -85,8 +85,9 @@ class Debouncer:
     """Per-key state: a "gone" waits `delay` seconds and is forgotten, with the "back"
     that cancelled it, when the key comes back meanwhile."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, base: int = 0) -> None:
         self.delay = delay
+        self.base = base  # where this process's numbering of every key starts
         self._keys: dict[Key, _KeyState] = {}
         self._due: list[tuple[float, Key]] = []  # heap; stale entries are skipped
 
@@ -97,7 +98,7 @@ class Debouncer:
 
         With `seq`, the backplane has decided this "up" is news, and `confirmed` names the
         "gone" it found long enough: if that one is still held here, it goes first."""
-        state = self._keys.setdefault((kind, name), _KeyState())
+        state = self._keys.setdefault((kind, name), _KeyState(seq=self.base))
         if seq is not None:
             out = []
             if state.pending is not None and state.pending[1] == confirmed:
@@ -119,7 +120,7 @@ class Debouncer:
         """The key went from some to none: its "gone" is due at now + delay. With `seq`
         (a shared backplane) it is held whatever this node knew of the key."""
         key = (kind, name)
-        state = self._keys.setdefault(key, _KeyState())
+        state = self._keys.setdefault(key, _KeyState(seq=self.base))
         state.seq = seq if seq is not None else state.seq + 1
         if seq is None and (not state.present or state.pending is not None):
             return

@@ -45,7 +45,9 @@ class EventSender:
         self.timeout = settings.hook_timeout
         self.metrics = metrics
         self.backplane = backplane
-        self.debouncer = Debouncer(settings.events_delay)
+        # Alone, this process numbers the transitions: from the time it started in ms, so
+        # that a restart never repeats an id the application has seen (§13).
+        self.debouncer = Debouncer(settings.events_delay, base=int(time.time() * 1000))
         self.outbox = Outbox(settings.events_queue)
         self._kick = trio.Event()
         self._limit = trio.CapacityLimiter(MAX_IN_FLIGHT)

@@ -54,6 +54,11 @@ def test_given_sequence_numbers_are_used() -> None:
     assert [e.id for e in deb.due(10.0)] == ["user_offline:bob:7"]
 
 
+def test_numbering_starts_at_the_base() -> None:
+    deb = Debouncer(1.0, base=1000)
+    assert [e.id for e in deb.up("room", "r", 0.0, 0.0)] == ["room_occupied:r:1001"]
+
+
 def test_retry_schedule() -> None:
     assert [retry_delay(n) for n in range(1, RETRY_TRIES)] == [
         1, 2, 4, 8, 16, 32, 64, 128, 256]
