@@ -36,6 +36,7 @@ from roomcast.codes import CloseCode, application_close_code
 from roomcast.core import (
     Ask,
     CallHook,
+    CallHooks,
     Close,
     Effects,
     Fanout,
@@ -232,8 +233,22 @@ class Router:
                 await self._run_command(effect)
             elif isinstance(effect, CallHook):
                 await self._perform(effect.then(await self.hooks.call(effect.name, effect.body)))
+            elif isinstance(effect, CallHooks):
+                await self._perform(effect.then(await self._call_hooks(effect.calls)))
             else:
                 self._perform_now((effect,))
+
+    async def _call_hooks(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Several hook requests at once; their outcomes in order."""
+        outcomes: list[Any] = [None] * len(calls)
+
+        async def one(i: int, name: str, body: dict[str, Any]) -> None:
+            outcomes[i] = await self.hooks.call(name, body)
+
+        async with trio.open_nursery() as nursery:
+            for i, (name, body) in enumerate(calls):
+                nursery.start_soon(one, i, name, body)
+        return outcomes
 
     async def _ask(self, ask: Ask) -> None:
         try:

@@ -249,3 +249,88 @@ async def test_a_hanging_connect_hook_never_slows_established_connections() -> N
             for n in range(5):
                 assert (await resident.call({"type": "ping", "id": n}))["type"] == "pong"
         release.set()
+
+
+# ------------------------------------------------------------------ subscribe
+async def test_the_subscribe_hook_decides_its_rooms_and_the_token_the_others() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        assert request["hook"] == "subscribe" and request["user_id"] == "alice"
+        room = request["room"]
+        if room == "project:1":
+            return result({})
+        if room == "project:2":
+            return error("not_a_member", "ask to join")
+        if room == "project:3":
+            return error("Not A Code", "x")
+        return 503, b""
+
+    async with application(app_logic) as app, running_server(
+            subscribe_hook_url=app.url(), subscribe_hook_rooms=("project:*",)) as router, \
+            connect(router, sub="alice", rooms=["chat:*"]) as alice:
+        rooms = (await alice.subscribe("project:1", "project:2", "project:3", "project:4",
+                                       "chat:1", "other:1"))["rooms"]
+        assert rooms["project:1"]["ok"] is True  # allowed by the hook, not the token
+        assert rooms["project:2"] == {"ok": False, "error": "not_a_member"}
+        assert rooms["project:3"] == {"ok": False, "error": "forbidden"}
+        assert rooms["project:4"] == {"ok": False, "error": "unavailable"}
+        assert rooms["chat:1"]["ok"] is True  # the token's patterns, no hook asked
+        assert rooms["other:1"] == {"ok": False, "error": "forbidden"}
+        assert sorted(json.loads(b)["room"] for _, b in app.requests) == [
+            "project:1", "project:2", "project:3", "project:4"]
+        await router.publish("project:1", "in")
+        assert (await alice.recv_type("message"))["data"] == "in"
+
+
+async def test_a_slow_subscribe_hook_holds_its_other_rooms_at_most_hook_timeout() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        if request["room"] == "slow:1":
+            await trio.sleep_forever()
+        return result({})
+
+    async with application(app_logic) as app, running_server(
+            subscribe_hook_url=app.url(), subscribe_hook_rooms=("slow:*", "fast:*"),
+            hook_timeout=0.5) as router, connect(router, sub="bob") as bob:
+        start = trio.current_time()
+        rooms = (await bob.subscribe("slow:1", "fast:1", "fast:2"))["rooms"]
+        assert trio.current_time() - start < 0.5 + 1.0  # the hooks ran at once, not in turn
+        assert rooms["slow:1"] == {"ok": False, "error": "unavailable"}
+        assert rooms["fast:1"]["ok"] is True and rooms["fast:2"]["ok"] is True
+
+
+# ------------------------------------------------------------------ publish
+async def test_the_publish_hook_allows_rewrites_or_refuses() -> None:
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        text = request["data"]["text"]
+        if text == "as is":
+            return result({})
+        if text == "clean me":
+            return result({"data": {"text": "clean"}, "event": "message.cleaned"})
+        if text == "no":
+            return error("spam", "looks like spam")
+        return 500, b""
+
+    async with application(app_logic) as app, running_server(
+            publish_hook_url=app.url(), publish_hook_rooms=("channel:*",)) as router, \
+            connect(router, sub="carol", rooms=["*"], publish=[]) as carol, \
+            connect(router, sub="watcher", rooms=["*"]) as watcher:
+        await watcher.subscribe("channel:1")
+        first = await carol.call({"type": "publish", "id": 1, "room": "channel:1",
+                                  "event": "message.new", "data": {"text": "as is"}})
+        assert first["type"] == "published"  # the token may publish nowhere: the hook decides
+        message = await watcher.recv_type("message")
+        assert (message["event"], message["data"]) == ("message.new", {"text": "as is"})
+        await carol.call({"type": "publish", "id": 2, "room": "channel:1",
+                          "event": "message.new", "data": {"text": "clean me"}})
+        message = await watcher.recv_type("message")
+        assert (message["event"], message["data"]) == ("message.cleaned", {"text": "clean"})
+        refused = await carol.call({"type": "publish", "id": 3, "room": "channel:1",
+                                    "data": {"text": "no"}})
+        assert (refused["code"], refused["message"]) == ("spam", "looks like spam")
+        failed = await carol.call({"type": "publish", "id": 4, "room": "channel:1",
+                                   "data": {"text": "x"}})
+        assert failed["code"] == "unavailable"
+        outside = await carol.call({"type": "publish", "id": 5, "room": "other:1", "data": 1})
+        assert outside["code"] == "forbidden"  # not a hook room: the token's patterns
+        assert len(app.requests) == 4
+        offset = await router.publish("channel:1", {"text": "from the server"})
+        assert offset == 3  # the server API never goes through the hook

@@ -72,6 +72,15 @@ class CallHook:
     then: Callable[[Any], Effects]
 
 
-Effect = Send | Fanout | Close | Ask | RunCommand | CallHook
+@dataclass(slots=True)
+class CallHooks:
+    """Several hook requests at once (one per room of a subscribe): `then` gets their
+    outcomes in the same order, once all are in (each within hook_timeout)."""
+
+    calls: list[tuple[str, dict[str, Any]]]
+    then: Callable[[list[Any]], Effects]
+
+
+Effect = Send | Fanout | Close | Ask | RunCommand | CallHook | CallHooks
 Effects = Sequence[Effect]
 NOTHING: Effects = ()

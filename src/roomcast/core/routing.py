@@ -41,7 +41,7 @@ from roomcast.core.effects import (
 from roomcast.core.peer import Peer
 from roomcast.core.subscribe import RESET_MARK, Subscriptions
 from roomcast.errors import RoomcastError
-from roomcast.hookwire import Allowed, Denied, Outcome, error_code
+from roomcast.hookwire import Allowed, Denied, Failed, Outcome, error_code
 from roomcast.metrics import Metrics
 from roomcast.settings import Settings
 from roomcast.streams import HistoryPage, PublishResult
@@ -207,7 +207,7 @@ class RoutingCore(Subscriptions):
                 return (RunCommand(peer, command.type, command.payload,
                                    lambda data, exc: self._custom_reply(peer, command, data, exc)),)
             case p.CustomCommand():  # no app handler here: the rpc hook answers it (§11)
-                return (CallHook("rpc", self._hook_body(peer, type=command.type, command={
+                return (CallHook("rpc", self.hook_body(peer, type=command.type, command={
                     k: v for k, v in command.payload.items() if k != "id"}),
                     lambda outcome: self._rpc_reply(peer, command, outcome)),)
 
@@ -220,10 +220,44 @@ class RoutingCore(Subscriptions):
     def _publish(self, peer: Peer, cmd: p.Publish, now: float) -> Effects:
         if not p.valid_room(cmd.room):
             return (self.error(peer, ErrorCode.BAD_ROOM, p.bad_room_message(cmd.room), cmd.id),)
+        s = self.settings
+        if self.hooked(s.publish_hook_url, s.publish_hook_rooms, cmd.room):  # §11 publish
+            try:
+                data = msgspec.json.decode(bytes(cmd.data))
+            except (msgspec.DecodeError, RecursionError):
+                return (self.error(peer, ErrorCode.BAD_REQUEST, "data is too deep for the "
+                                   "application's publish hook", cmd.id),)
+            body = self.hook_body(peer, room=cmd.room, event=cmd.event, data=data)
+            return (CallHook("publish", body, lambda outcome: self._publish_decided(
+                peer, cmd, outcome, now)),)
         if not peer.principal.can_publish(cmd.room):
             return (self.error(peer, ErrorCode.FORBIDDEN,
                                f"not allowed to publish to {cmd.room}", cmd.id),)
+        return self._publish_as(peer, cmd, bytes(cmd.data), cmd.event, now)
 
+    def _publish_decided(self, peer: Peer, cmd: p.Publish, outcome: Outcome, now: float
+                         ) -> Effects:
+        """The publish hook's answer: publish as sent or as rewritten, or refuse."""
+        if isinstance(outcome, Denied):
+            return (self.error(peer, error_code(outcome.code), outcome.message[:200] or
+                               f"the application refused a publish to {cmd.room}", cmd.id),)
+        if isinstance(outcome, Failed):
+            return (self.error(peer, ErrorCode.UNAVAILABLE, "the application could not "
+                               f"decide this publish ({outcome.reason}); retry later", cmd.id),)
+        result = outcome.result
+        event = result.get("event", cmd.event)
+        if event is not None and not isinstance(event, str):
+            return (self.error(peer, ErrorCode.UNAVAILABLE, "the application's publish hook "
+                               "returned an event that is not a string", cmd.id),)
+        try:
+            data = msgspec.json.encode(result["data"]) if "data" in result else bytes(cmd.data)
+        except (TypeError, RecursionError, msgspec.EncodeError):
+            return (self.error(peer, ErrorCode.UNAVAILABLE, "the application's publish hook "
+                               "returned data that is not JSON", cmd.id),)
+        return self._publish_as(peer, cmd, data, event, now)
+
+    def _publish_as(self, peer: Peer, cmd: p.Publish, data: bytes, event: str | None,
+                    now: float) -> Effects:
         def published(result: PublishResult) -> Effects:
             self.metrics.publishes += 1
             reply: dict[str, Any] = {"type": "published", "id": cmd.id, "room": cmd.room,
@@ -232,9 +266,8 @@ class RoutingCore(Subscriptions):
                 reply["duplicate"] = True
             return (self.reply(peer, reply),)
 
-        template = self.template(cmd.room, bytes(cmd.data), cmd.event, peer.principal.user_id,
-                                 now)
-        return (Ask("publish", (cmd.room, template, cmd.event, cmd.idempotency_key),
+        template = self.template(cmd.room, data, event, peer.principal.user_id, now)
+        return (Ask("publish", (cmd.room, template, event, cmd.idempotency_key),
                     published, self._unavailable(peer, cmd.id)),)
 
     def template(self, room: str, data: bytes, event: str | None, sender: str | None,
@@ -273,10 +306,6 @@ class RoutingCore(Subscriptions):
         self.deadlines.schedule(peer, self.wall_base, self.peers)
         return (self.reply(peer, {"type": "refreshed", "id": cmd.id,
                                   "expires_at": p.iso_time(principal.expires_at)[:-5] + "Z"}),)
-
-    def _hook_body(self, peer: Peer, **fields: Any) -> dict[str, Any]:
-        return {"user_id": peer.principal.user_id, "connection_id": peer.id,
-                "info": peer.principal.info, **fields}
 
     def _rpc_reply(self, peer: Peer, cmd: p.CustomCommand, outcome: Outcome) -> Effects:
         """The rpc hook's answer as the command's reply (§11)."""

@@ -14,6 +14,7 @@ from roomcast.codes import ErrorCode
 from roomcast.core.effects import Send
 from roomcast.core.peer import Peer
 from roomcast.metrics import Metrics
+from roomcast.permissions import room_matches
 from roomcast.rooms import RoutingTable
 from roomcast.settings import Settings
 from roomcast.websocket import text_frame
@@ -40,6 +41,16 @@ class CoreState:
     def wall(self, now: float) -> float:
         """Unix time at `now` on the actor's clock (so token expiry follows a test clock)."""
         return self.wall_base + now
+
+    def hook_body(self, peer: Peer, **fields: Any) -> dict[str, Any]:
+        """What every hook request about a connection says of it (§11)."""
+        return {"user_id": peer.principal.user_id, "connection_id": peer.id,
+                "info": peer.principal.info, **fields}
+
+    @staticmethod
+    def hooked(url: str | None, patterns: tuple[str, ...], room: str) -> bool:
+        """Whether the hook at `url` decides for `room` (its patterns match)."""
+        return bool(url) and p.valid_room(room) and room_matches(patterns, room)
 
     def reply(self, peer: Peer, frame: dict[str, Any]) -> Send:
         return Send(peer, text_frame(p.encode(frame)))

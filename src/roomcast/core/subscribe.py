@@ -14,9 +14,10 @@ import msgspec
 
 from roomcast import protocol as p
 from roomcast.codes import ErrorCode
-from roomcast.core.effects import Ask, Effect, Effects, Send
+from roomcast.core.effects import Ask, CallHooks, Effect, Effects, Send
 from roomcast.core.peer import Peer
 from roomcast.core.state import CoreState
+from roomcast.hookwire import Denied, Failed, Outcome, error_code
 from roomcast.rooms import Subscription
 from roomcast.streams import RoomPosition
 from roomcast.websocket import text_frame
@@ -29,16 +30,35 @@ Accepted = list[tuple[str, Subscription[Peer], bool]]  # (room, subscription, is
 class Subscriptions(CoreState):
     """The subscribe, unsubscribe and leave decisions of the routing core."""
 
-    def subscribe(self, peer: Peer, cmd: p.Subscribe, server: bool = False) -> Effects:
+    def subscribe(self, peer: Peer, cmd: p.Subscribe, server: bool = False,
+                  decided: dict[str, Outcome] | None = None) -> Effects:
         """Check and record each room; then ask the backplane where each room stands.
         `server`: a subscription the application makes (§12): no permission check, and the
-        answer is a `subscribed` frame with `"server": true` and no id."""
+        answer is a `subscribed` frame with `"server": true` and no id. Rooms the subscribe
+        hook decides (§11) are asked first, all at once; `decided` holds its answers."""
+        if decided is None and not server:
+            s = self.settings
+            asked = [room for room in dict.fromkeys(cmd.rooms)
+                     if self.hooked(s.subscribe_hook_url, s.subscribe_hook_rooms, room)]
+            if asked:
+                return (CallHooks(
+                    [("subscribe", self.hook_body(peer, room=room)) for room in asked],
+                    lambda outcomes: self.subscribe(peer, cmd, server, dict(
+                        zip(asked, outcomes, strict=True)))),)
+        elif decided is not None and peer.id not in self.peers:
+            return ()  # it closed while the application was deciding
         principal = peer.principal
         results: dict[str, dict[str, Any]] = {}
         accepted: Accepted = []
         effects: list[Effect] = []
         for room in dict.fromkeys(cmd.rooms):
-            refusal = self._refusal(peer, room, server)
+            outcome = decided.get(room) if decided else None
+            if isinstance(outcome, Denied | Failed):
+                results[room] = {"ok": False, "error": (
+                    error_code(outcome.code) if isinstance(outcome, Denied)
+                    else ErrorCode.UNAVAILABLE)}
+                continue
+            refusal = self._refusal(peer, room, server or outcome is not None)
             if refusal is not None:
                 results[room] = {"ok": False, "error": refusal}
                 continue
