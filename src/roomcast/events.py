@@ -91,18 +91,20 @@ class Debouncer:
         self._keys: dict[Key, _KeyState] = {}
         self._due: list[tuple[float, Key]] = []  # heap; stale entries are skipped
 
-    def up(self, kind: str, name: str, now: float, wall: float,
-           seq: int | None = None, confirmed: int | None = None) -> list[Event]:
+    def up(self, kind: str, name: str, now: float, wall: float, seq: int | None = None,
+           confirmed: int | None = None, confirmed_wall: float | None = None) -> list[Event]:
         """The key went from none to some: the events to send (none when a brief absence
         ended, or the application already knows it is there).
 
         With `seq`, the backplane has decided this "up" is news, and `confirmed` names the
-        "gone" it found long enough: if that one is still held here, it goes first."""
+        "gone" (at `confirmed_wall`) it found long enough and left to this node: it goes
+        first."""
         state = self._keys.setdefault((kind, name), _KeyState(seq=self.base))
         if seq is not None:
             out = []
-            if state.pending is not None and state.pending[1] == confirmed:
-                out.append(Event(KINDS[kind][1], kind, name, confirmed, state.pending[2]))
+            if confirmed is not None:
+                gone_wall = confirmed_wall if confirmed_wall is not None else wall
+                out.append(Event(KINDS[kind][1], kind, name, confirmed, gone_wall))
             state.pending = None
             state.seq, state.present = seq, True
             return [*out, Event(KINDS[kind][0], kind, name, seq, wall)]

@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from roomcast.backplane.base import Backplane, BackplaneUnavailable
-from roomcast.events import Debouncer, Event, Outbox
+from roomcast.events import KINDS, Debouncer, Event, Outbox
 from roomcast.log import event as log_event
 from roomcast.metrics import Metrics
 from roomcast.settings import Settings
@@ -56,14 +56,19 @@ class EventSender:
 
     # ------------------------------------------------------------ the backplane's side
     def transition(self, kind: str, name: str, up: bool, seq: int | None = None,
-                   confirmed: int | None = None) -> None:
+                   confirmed: int | None = None, confirmed_wall: float | None = None) -> None:
         """A room's subscribers or a user's connections went from none to some or back."""
         now, wall = trio.current_time(), time.time()
         if up:
-            for ev in self.debouncer.up(kind, name, now, wall, seq, confirmed):
+            for ev in self.debouncer.up(kind, name, now, wall, seq, confirmed, confirmed_wall):
                 self._queue(ev)
         else:
             self.debouncer.down(kind, name, now, wall, seq)
+        self._kick.set()
+
+    def gone(self, kind: str, name: str, seq: int, wall: float) -> None:
+        """A "gone" another node held and could not send (it stopped): send it now."""
+        self._queue(Event(KINDS[kind][1], kind, name, seq, wall))
         self._kick.set()
 
     def _queue(self, ev: Event) -> None:

@@ -80,3 +80,23 @@ async def test_a_killed_nodes_users_go_offline_once_after_presence_ttl(
             # nothing more of ghost's: the next event is a newcomer's
             async with connect(survivor, sub="newcomer"):
                 assert (await app.next()).event["id"] == "user_online:newcomer:1"
+
+
+async def test_a_gone_held_by_a_node_that_dies_is_sent_once_by_another(
+    redis: RedisServer,
+) -> None:
+    ttl, delay = 2.0, 2.0
+    async with application() as app:
+        settings = events_settings(app, delay=delay)
+        flags = ["--presence-ttl", str(ttl), "--events-delay", str(delay),
+                 "--events-url", settings["events_url"]]
+        async with cluster(redis, "survivor", presence_ttl=ttl, **settings) as (survivor,), \
+                node_process(redis, "doomed", *flags) as doomed:
+            async with connect_url(doomed.ws_url(make_token("ghost", rooms=["*"]))):
+                assert (await app.next_of("ghost"))["id"] == "user_online:ghost:1"
+            # ghost has gone: doomed holds user_offline for `delay`, and dies meanwhile
+            await trio.to_thread.run_sync(doomed.kill)
+            with trio.fail_after(ttl + delay + WAIT):
+                assert (await app.next()).event["id"] == "user_offline:ghost:2"
+            async with connect(survivor, sub="newcomer"):
+                assert (await app.next()).event["id"] == "user_online:newcomer:1"

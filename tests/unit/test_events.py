@@ -49,8 +49,9 @@ def test_given_sequence_numbers_are_used() -> None:
     deb.down("user", "bob", 0.0, 0.0, seq=7)  # reaped elsewhere: held all the same
     deb.down("user", "alice", 3.0, 3.0, seq=44)
     # the backplane found the "gone" 44 long enough: it goes before the "up" 45
-    assert [e.id for e in deb.up("user", "alice", 3.5, 3.5, seq=45, confirmed=44)] == [
-        "user_offline:alice:44", "user_online:alice:45"]
+    events = deb.up("user", "alice", 3.5, 3.5, seq=45, confirmed=44, confirmed_wall=3.0)
+    assert [(e.id, e.wall) for e in events] == [
+        ("user_offline:alice:44", 3.0), ("user_online:alice:45", 3.5)]
     assert [e.id for e in deb.due(10.0)] == ["user_offline:bob:7"]
 
 

@@ -55,11 +55,14 @@ class Transitions(Protocol):
     """Who hears cluster-wide occupancy changes (protocol §13: roomcast.events_sender)."""
 
     def transition(self, kind: str, name: str, up: bool, seq: int | None = None,
-                   confirmed: int | None = None) -> None:
+                   confirmed: int | None = None, confirmed_wall: float | None = None) -> None:
         """`kind` "room" (subscribers) or "user" (connections) `name` went from none to
         some (`up`) or from some to none, anywhere. A shared backplane numbers the key's
         transitions (`seq`), reports an "up" only when it is news, and names in
-        `confirmed` the "gone" it found long enough (roomcast.events.Debouncer.up)."""
+        `confirmed` a "gone" this node is to send first (roomcast.events.Debouncer.up)."""
+
+    def gone(self, kind: str, name: str, seq: int, wall: float) -> None:
+        """A "gone" held by a node that stopped, found overdue: send it now."""
 
 
 class Backplane(abc.ABC):

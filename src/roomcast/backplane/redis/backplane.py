@@ -32,9 +32,11 @@ from roomcast.backplane.base import (
     Sink,
 )
 from roomcast.backplane.redis.commands import FAILURES, describe
+from roomcast.backplane.redis.events import KEEP_MS
 from roomcast.backplane.redis.keys import (
     CHUNK,
     CONTROL_CHANNEL,
+    EVENTS_DUE,
     NODES,
     NODESTATS,
     PREFIX,
@@ -337,9 +339,9 @@ class RedisBackplane(Reader, Presence, Backplane):
                 await nursery.start(conn.run)
                 try:
                     for _ in range(1000):
-                        done = await self._eval(conn, REAP, [NODES, NODESTATS, self._index],
-                                                [self.instance, PREFIX, "0",
-                                                 *self._events_args()[1:]])
+                        done = await self._eval(conn, REAP, [
+                            NODES, NODESTATS, self._index, EVENTS_DUE], [
+                            self.instance, PREFIX, "0", KEEP_MS, self._delay_ms()])
                         if self._reaped(done):
                             break
                 finally:

@@ -2,10 +2,12 @@
 
 A room's transitions come out of the presence script (its first user anywhere, its last
 one gone); a user's out of `user_set`, which keeps each node's count of the user's live
-connections. The script that made a transition tells this node, whose sender sends it;
-a "gone" is checked against Redis once `events_delay` has passed (`still_gone`), and one
-that comes back sooner is no news to any node. A dead node's users and rooms are reaped
-by another node's heartbeat, whose scripts report their "gone" transitions just the same.
+connections. The script that made a transition tells this node, whose sender sends it.
+A "gone" also waits in Redis (`rc:evdue`) for `events_delay`: whoever takes it out first
+acts on it, once — its node when due (`still_gone`), a return (no news when sooner than
+the delay; after it, the returning node sends both), or the heartbeat's sweep of another
+node when its own node stopped first. A dead node's users and rooms are reaped by another
+node's heartbeat, whose scripts report their "gone" transitions just the same.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import trio
 
 from roomcast.backplane.base import Transitions
 from roomcast.backplane.redis.commands import FAILURES, Commands, describe
-from roomcast.backplane.redis.keys import presence_keys, room_events_key, user_keys, user_member
-from roomcast.backplane.redis.scripts import EVENT_GONE, USER_SET
+from roomcast.backplane.redis.keys import EVENTS_DUE, user_keys, user_member
+from roomcast.backplane.redis.scripts import EVENT_GONE, EVENT_SWEEP, USER_SET
 from roomcast.log import event as log_event
 
 KEEP_MS = 30 * 86400 * 1000  # a key's transition numbering outlives 30 quiet days
+SWEEP_GRACE_MS = 1000  # a "gone" this overdue is taken by whichever node sweeps first
 
 
 class Events(Commands):
@@ -33,20 +36,20 @@ class Events(Commands):
     _presence_ttl_ms: int
     _index: str
 
-    def _events_args(self) -> list[Any]:
-        """The presence and reap scripts' trailing arguments: events_delay in ms ("" when
-        room events are off) and how long a numbering is kept."""
+    def _delay_ms(self) -> int | str:
+        """events_delay in ms for the scripts; "" while room events are off here."""
         if self.transitions is None:
-            return ["", KEEP_MS]
-        return [int(self.settings.events_delay * 1000), KEEP_MS]
+            return ""
+        return int(self.settings.events_delay * 1000)
 
     def _report(self, kind: str, name: str, reply: list[Any]) -> None:
-        """Pass a script's {dir, seq, confirmed} on to the sender."""
+        """Pass a script's {dir, seq, gone, gone_ms} on to the sender."""
         if self.transitions is None:
             return
-        direction, seq, confirmed = (int(x) for x in reply[:3])
+        direction, seq, gone, gone_ms = (int(x) for x in reply[:4])
         if direction == 1:
-            self.transitions.transition(kind, name, True, seq, confirmed or None)
+            self.transitions.transition(kind, name, True, seq, gone or None,
+                                        gone_ms / 1000 if gone else None)
         elif direction == -1:
             self.transitions.transition(kind, name, False, seq)
 
@@ -56,8 +59,18 @@ class Events(Commands):
             return int(reply) == 1
         for i in range(1, len(reply) - 2, 3):
             kind, name = bytes(reply[i]).decode(), bytes(reply[i + 1]).decode()
-            self._report(kind, name, [-1, reply[i + 2], 0])
+            self._report(kind, name, [-1, reply[i + 2], 0, 0])
         return int(reply[0]) == 1
+
+    async def _sweep_events(self) -> None:
+        """Take the "gone" events their own node left overdue (it stopped) and send them."""
+        if self.transitions is None:
+            return
+        reply = await self._exec(EVENT_SWEEP, [EVENTS_DUE],
+                                 [SWEEP_GRACE_MS, self._delay_ms()])
+        for i in range(0, len(reply) - 1, 2):
+            kind, name, seq = bytes(reply[i]).decode().split("\0")
+            self.transitions.gone(kind, name, int(seq), int(float(reply[i + 1])) / 1000)
 
     def user_connections(self, user_id: str, connections: int) -> None:
         """Record this node's count of the user's connections; pushed to Redis in order by
@@ -84,9 +97,9 @@ class Events(Commands):
             self._users_dirty.discard(user)
             count, ev = user_keys(user)
             try:
-                reply = await self._exec(USER_SET, [count, ev, self._index], [
+                reply = await self._exec(USER_SET, [count, ev, self._index, EVENTS_DUE], [
                     self.instance, self._users.get(user, 0), user_member(user),
-                    *self._events_args(), 3 * self._presence_ttl_ms])
+                    self._delay_ms(), KEEP_MS, 3 * self._presence_ttl_ms, user])
             except FAILURES as exc:
                 self._users_dirty.add(user)
                 log_event("could not record a user's connections in redis", 30,
@@ -95,11 +108,7 @@ class Events(Commands):
             self._report("user", user, reply)
 
     async def still_gone(self, kind: str, name: str, seq: int | None) -> bool:
-        """Whether the "gone" numbered `seq` still holds across the cluster (Redis answers,
-        or BackplaneUnavailable)."""
-        if kind == "room":
-            keys = [room_events_key(name), presence_keys(name)[1]]
-        else:
-            count, ev = user_keys(name)
-            keys = [ev, count]
-        return int(await self._call(EVENT_GONE, keys, [seq if seq is not None else 0])) == 1
+        """Take the "gone" numbered `seq` out of Redis: True when this node did (nobody
+        came back and no other node sent it), so it is the one to send it."""
+        member = f"{kind}\0{name}\0{seq if seq is not None else 0}"
+        return int(await self._call(EVENT_GONE, [EVENTS_DUE], [member])) == 1

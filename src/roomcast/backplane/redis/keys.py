@@ -12,9 +12,10 @@ Layout (prefix `rc:`; every key expires, so dead rooms and dead nodes vanish):
     rc:nodestats  node -> {"node", "connections", "users"} as of its last heartbeat
     rc:n:NODE:i   the node's presence entries, "<room>\\0<user>" (SET), for reaping
     rc:revoked    jti -> unix time the revocation can be forgotten (ZSET)
-    rc:{ROOM}:ev  room events (protocol §13): {seq, down_ms, down_seq, confirmed}
+    rc:{ROOM}:ev  room events (protocol §13): {seq, down_ms, down_seq}
     rc:{u:USER}:uc   node -> the user's live connections there (with room events on)
     rc:{u:USER}:uev  user events, as rc:{ROOM}:ev
+    rc:evdue      room and user "gone" events waiting for events_delay (ZSET by due ms)
 
 Messages on a room channel are `m<offset> <epoch> <event as JSON>\\n<payload>` (the event
 rides in a small header so filters need not parse the payload) or presence events
@@ -32,6 +33,7 @@ CONTROL_CHANNEL = PREFIX + "control"
 NODES = PREFIX + "nodes"
 NODESTATS = PREFIX + "nodestats"
 REVOKED = PREFIX + "revoked"
+EVENTS_DUE = PREFIX + "evdue"
 CHUNK = 200  # rooms per batched script call or SUBSCRIBE command
 
 
@@ -48,7 +50,8 @@ def presence_keys(room: str) -> tuple[str, str]:
 
 
 def room_events_key(room: str) -> str:
-    """The numbering of the room's occupied/vacated transitions (protocol §13)."""
+    """The numbering of the room's occupied/vacated transitions (protocol §13):
+    {seq, down_ms, down_seq}."""
     return f"{PREFIX}{{{room}}}:ev"
 
 

@@ -15,9 +15,10 @@ import trio
 
 from roomcast.backplane.base import Sink
 from roomcast.backplane.redis.commands import FAILURES, Commands, describe
-from roomcast.backplane.redis.events import Events
+from roomcast.backplane.redis.events import KEEP_MS, Events
 from roomcast.backplane.redis.keys import (
     CHUNK,
+    EVENTS_DUE,
     NODES,
     NODESTATS,
     PREFIX,
@@ -75,10 +76,11 @@ class Presence(Events, Commands):
             while key in self._dirty:
                 self._dirty.discard(key)
                 count, info = self._mine.get(key, (0, b"{}"))
-                reply = await self._exec(PRESENCE_SET, [p, pu, self._index,
-                                                        room_events_key(room)], [
+                reply = await self._exec(PRESENCE_SET, [
+                    p, pu, self._index, room_events_key(room), EVENTS_DUE], [
                     self.instance, user, count, info, room_channel(room),
-                    3 * self._presence_ttl_ms, f"{room}\0{user}", *self._events_args()])
+                    3 * self._presence_ttl_ms, f"{room}\0{user}", self._delay_ms(), KEEP_MS,
+                    room])
                 if isinstance(reply, list):
                     self._report("room", room, reply[1:])
         except FAILURES:
@@ -137,11 +139,12 @@ class Presence(Events, Commands):
         for dead in reply[1:]:
             node = bytes(dead).decode()
             for _ in range(1000):
-                done = await self._exec(REAP, [NODES, NODESTATS, node_index(node)],
-                                        [node, PREFIX, "1", *self._events_args()[1:]])
+                done = await self._exec(REAP, [NODES, NODESTATS, node_index(node), EVENTS_DUE],
+                                        [node, PREFIX, "1", KEEP_MS, self._delay_ms()])
                 if self._reaped(done):
                     break
             log_event("reaped a dead node's presence", node=node)
+        await self._sweep_events()
 
     async def _renew(self) -> None:
         """Keep the stream keys of watched rooms and the presence keys of ours alive."""

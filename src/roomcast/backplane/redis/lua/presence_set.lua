@@ -1,6 +1,6 @@
--- KEYS p pu idx ev; ARGV node user count info channel ttl member delay_ms keep_ms -> the
--- user's cluster total; with delay_ms (room events on, protocol §13) {total, dir, seq,
--- confirmed} where dir is 1 for a room's news, -1 for its gone, 0 for neither
+-- KEYS p pu idx ev due; ARGV node user count info channel ttl member delay_ms keep_ms room
+-- -> the user's cluster total; with delay_ms (room events on, protocol §13) {total, dir,
+-- seq, gone, gone_ms} as ev_up/ev_down (dir 0: the room neither filled nor emptied)
 local room_before = redis.call('HLEN', KEYS[2])
 local field = ARGV[1] .. '\0' .. ARGV[2]
 local old = 0
@@ -32,10 +32,11 @@ elseif before > 0 and total <= 0 then
 end
 if not ARGV[8] or ARGV[8] == '' then return total end
 local room_after = redis.call('HLEN', KEYS[2])
-local ev = {0, 0, 0}
+local ev = {0, 0, 0, 0}
+local delay, keep = tonumber(ARGV[8]), tonumber(ARGV[9])
 if room_before == 0 and room_after > 0 then
-  ev = ev_up(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]))
+  ev = ev_up(KEYS[4], KEYS[5], 'room', ARGV[10], delay, keep)
 elseif room_before > 0 and room_after == 0 then
-  ev = ev_down(KEYS[4], tonumber(ARGV[9]))
+  ev = ev_down(KEYS[4], KEYS[5], 'room', ARGV[10], delay, keep)
 end
-return {total, ev[1], ev[2], ev[3]}
+return {total, ev[1], ev[2], ev[3], ev[4]}

@@ -1,15 +1,17 @@
--- KEYS nodes nodestats idx; ARGV node prefix only_if_dead keep_ms -> {done, events...}
+-- KEYS nodes nodestats idx due; ARGV node prefix only_if_dead keep_ms delay_ms
+-- -> {done, events...}
 -- Removes up to 100 of a node's presence entries ("<room>\0<user>", or "\0<user>" for its
 -- connections of a user), publishing `left` where a user's cluster-wide count in a room
--- reaches 0; run until done is 1. events: kind, name, seq of each room or user that
--- became empty (protocol §13), numbered as any other such transition.
+-- reaches 0; run until done is 1. With delay_ms (room events on), events: kind, name,
+-- seq of each room or user that became empty (protocol §13), numbered and held in `due`
+-- as any other such transition.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] == '1' then
   local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
   if s and tonumber(s) > now then return {1} end
 end
-local keep = tonumber(ARGV[4])
+local keep, delay = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {0}
 local members = redis.call('SPOP', KEYS[3], 100)
 for _, m in ipairs(members) do
@@ -18,8 +20,8 @@ for _, m in ipairs(members) do
   local user = string.sub(m, sep + 1)
   if sep == 1 then
     local c = ARGV[2] .. '{u:' .. user .. '}:uc'
-    if redis.call('HDEL', c, ARGV[1]) == 1 and redis.call('EXISTS', c) == 0 then
-      local ev = ev_down(ARGV[2] .. '{u:' .. user .. '}:uev', keep)
+    if redis.call('HDEL', c, ARGV[1]) == 1 and redis.call('EXISTS', c) == 0 and delay then
+      local ev = ev_down(ARGV[2] .. '{u:' .. user .. '}:uev', KEYS[4], 'user', user, delay, keep)
       out[#out + 1] = 'user'; out[#out + 1] = user; out[#out + 1] = ev[2]
     end
   else
@@ -36,8 +38,8 @@ for _, m in ipairs(members) do
         redis.call('HDEL', pu, user)
         if c > 0 then redis.call('PUBLISH', ARGV[2] .. 'c:' .. room, 'p0\n\n' .. user) end
       end
-      if occupied == 1 and redis.call('EXISTS', pu) == 0 then
-        local ev = ev_down(ARGV[2] .. '{' .. room .. '}:ev', keep)
+      if delay and occupied == 1 and redis.call('EXISTS', pu) == 0 then
+        local ev = ev_down(ARGV[2] .. '{' .. room .. '}:ev', KEYS[4], 'room', room, delay, keep)
         out[#out + 1] = 'room'; out[#out + 1] = room; out[#out + 1] = ev[2]
       end
     end
