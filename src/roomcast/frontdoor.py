@@ -217,6 +217,7 @@ def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer
     """Authenticate (unless the connect hook named `principal`) and admit within the limits
     (the `connected` frame goes out in the same write as the handshake's `answer`), or say
     how to refuse: with which close code."""
+    hooked = principal is not None
     try:
         if principal is None:
             principal = router.authenticate(_token(head))
@@ -228,7 +229,7 @@ def _admit(router: Router, stream: trio.abc.Stream, head: ws.RequestHead, answer
     try:
         if door.draining:
             raise Refused(CloseCode.GOING_AWAY, "server shutting down", "draining")
-        peer, connected = router.admit(principal, remote, remote_ip)
+        peer, connected = router.admit(principal, remote, remote_ip, hooked)
     except Refused as exc:
         router.metrics.refused[exc.why] += 1
         door.refused(exc.why, remote=remote, user=principal.user_id)

@@ -31,6 +31,7 @@ class HookClient:
         self.urls: dict[str, str] = {name: url for name, url in (
             ("connect", settings.connect_hook_url), ("rpc", settings.rpc_hook_url),
             ("subscribe", settings.subscribe_hook_url), ("publish", settings.publish_hook_url),
+            ("refresh", settings.refresh_hook_url),
         ) if url}
         # a handshake without a token must wait for the connect hook, not for the pool
         self.limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)

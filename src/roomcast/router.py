@@ -181,10 +181,12 @@ class Router:
         if self.key_fetcher is not None:
             await self.key_fetcher.await_key(token)
 
-    def admit(self, principal: Principal, remote: str, remote_ip: str) -> tuple[Peer, bytes]:
+    def admit(self, principal: Principal, remote: str, remote_ip: str, hooked: bool = False
+              ) -> tuple[Peer, bytes]:
         """Admit a connection within the limits, or raise Refused: its record in the core
-        and its `connected` frame."""
-        peer, frame = self.core.admit(principal, remote, remote_ip, trio.current_time())
+        and its `connected` frame (`hooked`: the connect hook admitted it)."""
+        peer, frame = self.core.admit(principal, remote, remote_ip, trio.current_time(),
+                                      hooked)
         self._rewake()
         self._count_user(principal.user_id)
         return peer, frame
@@ -233,6 +235,7 @@ class Router:
                 await self._run_command(effect)
             elif isinstance(effect, CallHook):
                 await self._perform(effect.then(await self.hooks.call(effect.name, effect.body)))
+                self._rewake()  # the refresh hook may have moved a deadline
             elif isinstance(effect, CallHooks):
                 await self._perform(effect.then(await self._call_hooks(effect.calls)))
             else:
@@ -333,8 +336,13 @@ class Router:
         self.core.resumed()
 
     def control(self, kind: str, payload: dict[str, Any]) -> None:
-        effects = self.core.control(kind, payload, trio.current_time())
-        if any(type(effect) is Ask for effect in effects):  # a server-side subscribe (§12)
+        self._perform_soon(self.core.control(kind, payload, trio.current_time()))
+
+    def _perform_soon(self, effects: Effects) -> None:
+        """From code that cannot wait (the backplane's callbacks, the sweeper): effects
+        that wait (a server-side subscribe, a refresh hook) go to a task of the Router's."""
+        if any(isinstance(effect, Ask | CallHook | CallHooks | RunCommand)
+               for effect in effects):
             assert self._nursery is not None, "the Router is not running"
             self._nursery.start_soon(self._perform, effects)
         else:
@@ -485,4 +493,4 @@ class Router:
             self._wake = None
             now = trio.current_time()
             self._anchor(now)
-            self._perform_now(self.core.tick(now))
+            self._perform_soon(self.core.tick(now))

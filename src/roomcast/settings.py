@@ -69,6 +69,7 @@ class Settings:
     hook_headers: tuple[str, ...] = ("cookie", "user-agent", "x-request-id", "accept-language")
     connect_hook_url: str | None = None
     rpc_hook_url: str | None = None
+    refresh_hook_url: str | None = None
     subscribe_hook_url: str | None = None
     subscribe_hook_rooms: tuple[str, ...] = ()
     publish_hook_url: str | None = None
@@ -177,7 +178,8 @@ def _validate(s: Settings) -> None:
     if s.rate_burst < 1:
         raise SettingsError("rate_burst must be at least 1")
     _validate_section_14(s)
-    for name in ("connect_hook_url", "rpc_hook_url", "subscribe_hook_url", "publish_hook_url"):
+    for name in ("connect_hook_url", "rpc_hook_url", "subscribe_hook_url", "publish_hook_url",
+                 "refresh_hook_url"):
         url = getattr(s, name)
         if url is not None and not url.startswith(("http://", "https://")):
             raise SettingsError(f"{name} must be an http:// or https:// URL, got {url!r}")
@@ -266,6 +268,9 @@ DOCS: dict[str, tuple[str, str]] = {
                          "4401"),
     "rpc_hook_url": ("none", "URL the application answers command types roomcast does not "
                      "know at (§11 rpc); none = `unknown_type`"),
+    "refresh_hook_url": ("none", "URL the application extends connections the connect hook "
+                         "admitted with an `expires_at` at (§11 refresh); none = they close "
+                         "with 4401 then"),
     "subscribe_hook_url": ("none", "URL the application decides subscriptions to "
                            "`subscribe_hook_rooms` at (§11 subscribe)"),
     "subscribe_hook_rooms": ("empty", "room patterns whose subscriptions the subscribe hook "

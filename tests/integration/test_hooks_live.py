@@ -334,3 +334,44 @@ async def test_the_publish_hook_allows_rewrites_or_refuses() -> None:
         assert len(app.requests) == 4
         offset = await router.publish("channel:1", {"text": "from the server"})
         assert offset == 3  # the server API never goes through the hook
+
+
+# ------------------------------------------------------------------ refresh
+async def test_the_refresh_hook_extends_a_connection_the_connect_hook_admitted() -> None:
+    import time
+
+    asked = trio.Event()
+
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        if request["hook"] == "connect":
+            return result({"user_id": "fay", "info": {"v": 1},
+                           "expires_at": time.time() + 2.0})
+        assert request["hook"] == "refresh" and request["user_id"] == "fay"
+        assert request["info"] == {"v": 1} and request["connection_id"]
+        asked.set()
+        return result({"expires_at": time.time() + 60, "info": {"v": 2}})
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url(), refresh_hook_url=app.url(),
+            hook_timeout=0.5) as router, connect(router, "") as fay:
+        with trio.fail_after(WAIT):
+            await asked.wait()  # about 1.5 s before expires_at
+        await trio.sleep(1.0)  # past the first expires_at: nothing to await for "not closed"
+        assert (await fay.call({"type": "ping", "id": 1}))["type"] == "pong"
+        (peer,) = router.conns.values()
+        assert peer.principal.info == {"v": 2}
+
+
+async def test_a_refused_refresh_closes_4401_at_expires_at() -> None:
+    import time
+
+    async def app_logic(request: dict[str, Any]) -> Answer:
+        if request["hook"] == "connect":
+            return result({"user_id": "gil", "expires_at": time.time() + 2.0})
+        return error("expired", "log in again")
+
+    async with application(app_logic) as app, running_server(
+            connect_hook_url=app.url(), refresh_hook_url=app.url(),
+            hook_timeout=0.5) as router, connect(router, "") as gil:
+        assert await gil.closed(timeout=WAIT) == (4401, "token expired")
+        assert [json.loads(b)["hook"] for _, b in app.requests] == ["connect", "refresh"]

@@ -24,6 +24,7 @@ class Deadlines:
         self.next_sweep = now + self.period
         self.next_ping = now + settings.heartbeat_interval
         self._expiries: list[tuple[float, int, Peer]] = []
+        self._refreshes: list[tuple[float, int, Peer]] = []  # refresh hook asks (§11)
         self._seq = itertools.count()
 
     def restart(self, now: float) -> None:
@@ -36,11 +37,29 @@ class Deadlines:
         wake = min(self.next_sweep, self.next_ping)
         if self._expiries:
             wake = min(wake, self._expiries[0][0])
+        if self._refreshes:
+            wake = min(wake, self._refreshes[0][0])
         return wake
 
+    def refresh_at(self, peer: Peer, at: float) -> None:
+        """Ask the refresh hook about `peer` at `at` (the actor's clock)."""
+        heapq.heappush(self._refreshes, (at, next(self._seq), peer))
+
+    def refreshes_due(self, now: float, live: Mapping[str, Peer]) -> list[Peer]:
+        """Live connections whose refresh is due by `now`."""
+        out: list[Peer] = []
+        seen: set[str] = set()
+        while self._refreshes and self._refreshes[0][0] <= now:
+            _, _, peer = heapq.heappop(self._refreshes)
+            if live.get(peer.id) is peer and not peer.closing and peer.id not in seen:
+                seen.add(peer.id)
+                out.append(peer)
+        return out
+
     def expiry_at(self, peer: Peer, wall_base: float) -> float:
-        """When `peer`'s current token runs out, on the actor's clock (leeway included)."""
-        return peer.principal.expires_at + self.settings.jwt_leeway - wall_base
+        """When `peer`'s current token runs out, on the actor's clock (leeway included, and
+        the grace of a connection whose refresh hook is failing)."""
+        return peer.principal.expires_at + self.settings.jwt_leeway + peer.grace - wall_base
 
     def schedule(self, peer: Peer, wall_base: float, live: Mapping[str, Peer]) -> None:
         """Remember when this connection's token runs out."""

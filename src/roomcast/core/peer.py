@@ -23,6 +23,8 @@ class Peer:
         "bucket",
         "close_code",
         "connected_at",
+        "grace",
+        "hooked",
         "id",
         "last_seen",
         "outlet",
@@ -44,6 +46,8 @@ class Peer:
         self.abuse = AbuseMeter(burst)
         self.binary_frames = 0
         self.pongs_due = 0  # heartbeat pings sent and not yet answered (0 or 1)
+        self.hooked = False  # admitted by the connect hook: the refresh hook extends it
+        self.grace = 0.0  # seconds it may stay past its expiry (the refresh hook is failing)
         self.close_code: int | None = None  # set once the connection is closing
         self.outlet: Any = None
 

@@ -19,6 +19,9 @@ control and the answers to the embedding API.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -58,6 +61,8 @@ class _AnyType:
 
 ANY_TYPE = _AnyType()
 MAX_SERVER_ROOM_USERS = 100_000  # users whose server-side rooms are remembered (§12)
+REFRESH_GRACE = 60.0  # seconds past expires_at while the refresh hook fails (§11)
+REFRESH_RETRY = 5.0  # seconds between refresh asks while it fails
 
 
 class Refused(RoomcastError):
@@ -86,10 +91,11 @@ class RoutingCore(Subscriptions):
             self.metrics.auth_failures[exc.reason] += 1
             raise
 
-    def admit(self, principal: Principal, remote: str, remote_ip: str, now: float
-              ) -> tuple[Peer, bytes]:
+    def admit(self, principal: Principal, remote: str, remote_ip: str, now: float,
+              hooked: bool = False) -> tuple[Peer, bytes]:
         """Admit a connection within the limits (or raise Refused): its record, and its
-        `connected` frame."""
+        `connected` frame. `hooked`: the connect hook admitted it (§11), so the refresh hook
+        may extend it."""
         s = self.settings
         if len(self.peers) >= s.max_connections:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "server at capacity", "max_connections")
@@ -106,6 +112,8 @@ class RoutingCore(Subscriptions):
         self.by_ip[remote_ip] = self.by_ip.get(remote_ip, 0) + 1
         self.metrics.connections_opened += 1
         self.deadlines.schedule(peer, self.wall_base, self.peers)
+        peer.hooked = hooked
+        self._plan_refresh(peer)
         return peer, text_frame(p.encode({
             "type": "connected",
             "connection_id": peer.id,
@@ -475,13 +483,51 @@ class RoutingCore(Subscriptions):
         return {"connections": len(self.peers), "users": len(self.by_user),
                 "rooms": len(self.table.rooms), "node": self.settings.node}
 
+    # ------------------------------------------------------------ the refresh hook (§11)
+    def _plan_refresh(self, peer: Peer) -> None:
+        """Ask the refresh hook shortly before the connection's expires_at: never more than
+        hook_timeout + 1 s before it."""
+        s = self.settings
+        if peer.hooked and s.refresh_hook_url and math.isfinite(peer.principal.expires_at):
+            lead = s.hook_timeout + 1
+            self.deadlines.refresh_at(peer, peer.principal.expires_at - lead - self.wall_base)
+
+    def _refreshed(self, peer: Peer, asked: float, outcome: Outcome) -> Effects:
+        """The refresh hook's answer: a later expires_at extends the connection (and may
+        bring a new info); a refusal lets it close 4401 at expires_at; a failure keeps it
+        open (asked again every REFRESH_RETRY s) for at most REFRESH_GRACE s past it."""
+        if self.peers.get(peer.id) is not peer or peer.closing:
+            return NOTHING
+        if isinstance(outcome, Failed):
+            peer.grace = REFRESH_GRACE
+            self.deadlines.schedule(peer, self.wall_base, self.peers)
+            self.deadlines.refresh_at(peer, asked + REFRESH_RETRY)
+            return NOTHING
+        peer.grace = 0.0
+        result = outcome.result if isinstance(outcome, Allowed) else {}
+        expires_at = result.get("expires_at")
+        if (isinstance(expires_at, int | float) and not isinstance(expires_at, bool)
+                and expires_at > self.wall(asked)):
+            info = result.get("info")
+            peer.principal = dataclasses.replace(
+                peer.principal, expires_at=float(expires_at),
+                info=info if isinstance(info, dict) else peer.principal.info)
+            self.deadlines.schedule(peer, self.wall_base, self.peers)
+            self._plan_refresh(peer)
+        return NOTHING  # else its expiry entry closes it 4401 at expires_at
+
     # ------------------------------------------------------------ time
     def tick(self, now: float) -> Effects:
-        """Close connections whose token ran out (4401) or that went silent (4408), and
-        ping the others when a heartbeat is due."""
-        effects: list[Effect] = [Close(peer, CloseCode.UNAUTHORIZED, "token expired")
-                                 for peer in self.deadlines.expired(now, self.wall_base,
-                                                                    self.peers)]
+        """Close connections whose token ran out (4401; 1013 when the refresh hook kept
+        failing) or that went silent (4408), ask the refresh hook where it is due, and ping
+        the others when a heartbeat is due."""
+        effects: list[Effect] = [
+            Close(peer, CloseCode.TRY_AGAIN_LATER, "auth backend unavailable") if peer.grace
+            else Close(peer, CloseCode.UNAUTHORIZED, "token expired")
+            for peer in self.deadlines.expired(now, self.wall_base, self.peers)]
+        for peer in self.deadlines.refreshes_due(now, self.peers):
+            effects.append(CallHook("refresh", self.hook_body(peer), partial(
+                self._refreshed, peer, now)))
         sweep, ping = self.deadlines.heartbeat_due(now)
         if sweep:
             timeout = self.settings.heartbeat_timeout
