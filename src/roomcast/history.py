@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import islice
-from typing import Final
+from typing import Final, NamedTuple
 
 _NEVER: Final = float("inf")
 
@@ -24,9 +24,9 @@ def new_epoch() -> str:
     return "e-" + secrets.token_hex(4)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One published message as kept in history."""
+class Entry(NamedTuple):
+    """One published message as kept in history (a NamedTuple: made on every publish, and
+    four times cheaper to make than a frozen dataclass)."""
 
     offset: int
     time: float  # when appended (the `now` passed in)
@@ -42,9 +42,9 @@ class Recovery:
     missed: tuple[int, int] | None  # inclusive offsets known lost, or None
 
 
-@dataclass(frozen=True, slots=True)
-class PublishOutcome:
-    """The result of one publish: its offset, and whether it repeated an idempotency key."""
+class PublishOutcome(NamedTuple):
+    """The result of one publish: its offset, and whether it repeated an idempotency key
+    (a NamedTuple, as Entry)."""
 
     offset: int
     epoch: str
