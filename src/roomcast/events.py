@@ -77,7 +77,7 @@ class Event:
 @dataclass
 class _KeyState:
     present: bool = False  # what the application was last told
-    seq: int = 0  # transitions seen of this key (this node's numbering)
+    seq: int = 0  # the number of the key's last transition
     pending: tuple[float, int, float] | None = None  # a "gone" held back: (due, seq, wall)
 
 
@@ -99,15 +99,15 @@ class Debouncer:
         With `seq`, the backplane has decided this "up" is news, and `confirmed` names the
         "gone" (at `confirmed_wall`) it found long enough and left to this node: it goes
         first."""
-        state = self._keys.setdefault((kind, name), _KeyState(seq=self.base))
+        key = (kind, name)
         if seq is not None:
+            self._keys.pop(key, None)  # the backplane remembers; a held gone is void now
             out = []
             if confirmed is not None:
                 gone_wall = confirmed_wall if confirmed_wall is not None else wall
                 out.append(Event(KINDS[kind][1], kind, name, confirmed, gone_wall))
-            state.pending = None
-            state.seq, state.present = seq, True
             return [*out, Event(KINDS[kind][0], kind, name, seq, wall)]
+        state = self._state(key, wall)
         state.seq += 1
         if state.pending is not None:
             state.pending = None
@@ -122,12 +122,23 @@ class Debouncer:
         """The key went from some to none: its "gone" is due at now + delay. With `seq`
         (a shared backplane) it is held whatever this node knew of the key."""
         key = (kind, name)
-        state = self._keys.setdefault(key, _KeyState(seq=self.base))
+        if seq is None and key not in self._keys:
+            return  # never reported up here: nothing to tell
+        state = self._state(key, wall)
         state.seq = seq if seq is not None else state.seq + 1
         if seq is None and (not state.present or state.pending is not None):
             return
         state.pending = (now + self.delay, state.seq, wall)
         heapq.heappush(self._due, (now + self.delay, key))
+
+    def _state(self, key: Key, wall: float) -> _KeyState:
+        """The key's state; a key not known (or forgotten once gone) is numbered from
+        `base` or the time in ms, whichever is later, so its ids never repeat earlier ones
+        (unless it made more than one transition per ms meanwhile)."""
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _KeyState(seq=max(self.base, int(wall * 1000)))
+        return state
 
     def due(self, now: float) -> list[Event]:
         """The "gone" events whose delay has passed by `now`, in the order they fell due."""
@@ -138,7 +149,7 @@ class Debouncer:
             if state is None or state.pending is None or state.pending[0] != at:
                 continue
             _at, seq, wall = state.pending
-            state.present, state.pending = False, None  # seq stays: ids never repeat
+            del self._keys[key]  # told: forgotten (see _state for its next numbering)
             out.append(Event(KINDS[key[0]][1], key[0], key[1], seq, wall))
         return out
 

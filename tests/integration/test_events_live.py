@@ -103,11 +103,13 @@ async def counted(router: Router, sent: int, failed: int = 0) -> None:
             await sender.attempted()
 
 
-def n(router: Router, k: int) -> int:
-    """The k-th number of a key's transitions: alone, a node numbers them from the time it
-    started (in ms), so a restart never repeats an id."""
-    assert router.events is not None
-    return router.events.debouncer.base + k
+def number(event: dict[str, Any], name: str) -> int:
+    """The transition number ending an event's id, checking the rest of it. Alone, a node
+    numbers a room's (user's) transitions from the time in ms of the first one (and again
+    once it was gone), so that a restart never repeats an id."""
+    prefix = f"{event['event']}:{name}:"
+    assert event["id"].startswith(prefix), event
+    return int(event["id"][len(prefix):])
 
 
 def signed(received: Received) -> bool:
@@ -121,38 +123,42 @@ async def test_rooms_and_users_come_and_go_in_order_signed() -> None:
             online = await app.next()
             assert signed(online)
             assert online.headers["content-type"] == "application/json"
-            assert online.event["id"] == f"user_online:alice:{n(router, 1)}"
+            user = number(online.event, "alice")
+            assert online.event["event"] == "user_online"
             assert online.event["user_id"] == "alice"
             assert online.event["ts"].endswith("Z")
             await alice.subscribe("project:12")
-            assert (await app.next()).event["id"] == f"room_occupied:project:12:{n(router, 1)}"
+            occupied = (await app.next()).event
+            assert occupied["event"] == "room_occupied"
+            room = number(occupied, "project:12")
             await alice.call({"type": "unsubscribe", "id": 1, "rooms": ["project:12"]})
             vacated = await app.next()
             assert signed(vacated)
             assert {k: v for k, v in vacated.event.items() if k != "ts"} == {
-                "id": f"room_vacated:project:12:{n(router, 2)}", "event": "room_vacated",
+                "id": f"room_vacated:project:12:{room + 1}", "event": "room_vacated",
                 "room": "project:12"}
         offline = await app.next()
-        assert offline.event["id"] == f"user_offline:alice:{n(router, 2)}"
+        assert offline.event["id"] == f"user_offline:alice:{user + 1}"
         await counted(router, sent=4)
 
 
 async def test_a_brief_absence_sends_nothing() -> None:
     async with application() as app, with_events(app, events_delay=2.0) as router:
         async with connect(router, sub="alice") as alice:
-            assert (await app.next_of("alice"))["event"] == "user_online"
+            user = number(await app.next_of("alice"), "alice")
             await alice.subscribe("project:12")
-            room = await app.next_of("project:12")
-            assert room["id"] == f"room_occupied:project:12:{n(router, 1)}"
+            occupied = await app.next_of("project:12")
+            assert occupied["event"] == "room_occupied"
+            room = number(occupied, "project:12")
             await alice.call({"type": "unsubscribe", "id": 1, "rooms": ["project:12"]})
             await alice.subscribe("project:12")  # back within events_delay
             async with connect(router, sub="alice"):
                 pass  # a second connection came and went: alice stayed online
             await alice.call({"type": "unsubscribe", "id": 2, "rooms": ["project:12"]})
             # the next event of the room is the final vacate: nothing for the brief absence
-            room = await app.next_of("project:12")
-            assert room["id"] == f"room_vacated:project:12:{n(router, 4)}"
-        assert (await app.next_of("alice"))["id"] == f"user_offline:alice:{n(router, 2)}"
+            vacated = await app.next_of("project:12")
+            assert vacated["id"] == f"room_vacated:project:12:{room + 3}"
+        assert (await app.next_of("alice"))["id"] == f"user_offline:alice:{user + 1}"
 
 
 async def test_an_event_not_answered_with_2xx_is_sent_again() -> None:
@@ -160,7 +166,7 @@ async def test_an_event_not_answered_with_2xx_is_sent_again() -> None:
             connect(router, sub="alice"):
         first, again = await app.next(), await app.next()
         assert first.body == again.body  # the same id, the same bytes
-        assert again.event["id"] == f"user_online:alice:{n(router, 1)}"
+        assert again.event["event"] == "user_online" and number(again.event, "alice") > 0
         await counted(router, sent=1, failed=1)
 
 

@@ -25,18 +25,19 @@ def test_body_and_id() -> None:
 def test_brief_absence_sends_nothing() -> None:
     deb = Debouncer(5.0)
     [first] = deb.up("room", "r", 0.0, 100.0)
-    assert first.event == "room_occupied" and first.seq == 1
+    assert first.event == "room_occupied" and first.seq == 100_001  # numbered from wall ms
     deb.down("room", "r", 1.0, 101.0)
     assert deb.due(5.9) == []
     assert deb.up("room", "r", 5.9, 105.9) == []  # back in time: no vacated, no occupied
     assert deb.due(100.0) == []
     deb.down("room", "r", 10.0, 110.0)
     [gone] = deb.due(15.0)
-    assert (gone.event, gone.seq, gone.wall) == ("room_vacated", 4, 110.0)
+    assert (gone.event, gone.seq, gone.wall) == ("room_vacated", 100_004, 110.0)
     [again] = deb.up("user", "r", 16.0, 116.0)
-    assert again.event == "user_online" and again.seq == 1
+    assert again.event == "user_online" and again.seq == 116_001
     [back] = deb.up("room", "r", 16.0, 116.0)
-    assert back.id == "room_occupied:r:5"  # ids never repeat
+    assert back.id == "room_occupied:r:116001"  # forgotten once gone; ids never repeat
+    assert deb.down("user", "nobody", 17.0, 117.0) is None and deb.pending("user", "nobody") is None
 
 
 def test_given_sequence_numbers_are_used() -> None:
@@ -93,11 +94,17 @@ quarters = st.integers(1, 12).map(lambda q: q / 4)
 
 def model(times: list[float], delay: float, end: float) -> list[tuple[str, int]]:
     """(event, seq) a key should produce: transitions alternate up, down, up, …; a
-    "gone" at t is sent when no "up" comes before t + delay (and t + delay <= end)."""
+    "gone" at t is sent when no "up" comes before t + delay (and t + delay <= end). A key
+    is numbered from the time (ms) of its first transition, and again once it was gone."""
     out: list[tuple[str, int]] = []
     present = False
+    start: int | None = None
+    count = 0
     for i, t in enumerate(times):
-        seq = i + 1
+        if start is None:
+            start, count = int(t * 1000), 0
+        count += 1
+        seq = start + count
         if i % 2 == 0:  # up
             if not present:
                 out.append(("occupied", seq))
@@ -107,7 +114,7 @@ def model(times: list[float], delay: float, end: float) -> list[tuple[str, int]]
             came_back = following is not None and following < t + delay
             if not came_back and t + delay <= end:
                 out.append(("vacated", seq))
-                present = False
+                present, start = False, None
     return out
 
 
