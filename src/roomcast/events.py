@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -167,19 +167,22 @@ class Debouncer:
 class _Waiting:
     event: Event
     tries: int = 0
-    not_before: float = 0.0
 
 
-@dataclass
 class Outbox:
-    """Events waiting for delivery: at most `limit`; per key, in order, one at a time."""
+    """Events waiting for delivery: at most `limit`; per key, in order, one at a time.
 
-    limit: int
-    dropped: int = 0
-    given_up: int = 0
-    _queues: dict[Key, deque[_Waiting]] = field(default_factory=dict)
-    _busy: set[Key] = field(default_factory=set)
-    _size: int = 0
+    Each key with events is in exactly one place: ready (its oldest may go now), in
+    flight, or backing off (a heap by when it may go again), so no call scans them all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self.given_up = 0
+        self._queues: dict[Key, deque[_Waiting]] = {}
+        self._ready: deque[Key] = deque()
+        self._backoff: list[tuple[float, Key]] = []
+        self._size = 0
 
     def __len__(self) -> int:
         return self._size
@@ -189,18 +192,21 @@ class Outbox:
         if self._size >= self.limit:
             self.dropped += 1
             return False
-        self._queues.setdefault(event.key, deque()).append(_Waiting(event))
+        queue = self._queues.get(event.key)
+        if queue is None:
+            queue = self._queues[event.key] = deque()
+            self._ready.append(event.key)
+        queue.append(_Waiting(event))
         self._size += 1
         return True
 
     def take(self, now: float) -> list[Event]:
         """Every event that may be sent now: each key's oldest, if none of that key is in
         flight and its backoff has passed. They are in flight until `done`/`failed`."""
-        out = []
-        for key, queue in self._queues.items():
-            if key not in self._busy and queue[0].not_before <= now:
-                self._busy.add(key)
-                out.append(queue[0].event)
+        while self._backoff and self._backoff[0][0] <= now:
+            self._ready.append(heapq.heappop(self._backoff)[1])
+        out = [self._queues[key][0].event for key in self._ready]
+        self._ready.clear()
         return out
 
     def done(self, event: Event) -> None:
@@ -210,7 +216,6 @@ class Outbox:
     def failed(self, event: Event, now: float) -> float | None:
         """Not delivered: when to try again, or None when it has had its 10 tries."""
         key = event.key
-        self._busy.discard(key)
         waiting = self._queues[key][0]
         waiting.tries += 1
         delay = retry_delay(waiting.tries)
@@ -218,18 +223,18 @@ class Outbox:
             self.given_up += 1
             self._finish(key)
             return None
-        waiting.not_before = now + delay
-        return waiting.not_before
+        heapq.heappush(self._backoff, (now + delay, key))
+        return now + delay
 
     def _finish(self, key: Key) -> None:
-        self._busy.discard(key)
         queue = self._queues[key]
         queue.popleft()
         self._size -= 1
-        if not queue:
+        if queue:
+            self._ready.append(key)
+        else:
             del self._queues[key]
 
     def next_wake(self) -> float | None:
-        """The earliest backoff that ends among keys not in flight (None: none waits)."""
-        times = [q[0].not_before for k, q in self._queues.items() if k not in self._busy]
-        return min(times) if times else None
+        """The earliest backoff that ends (None: none waits)."""
+        return self._backoff[0][0] if self._backoff else None

@@ -145,3 +145,37 @@ def test_debounce_matches_model(steps: list[tuple[str, float]], delay: float,
     for name in times:  # one key's events in the order they happened
         own = [e.wall for e in emitted if e.name == name]
         assert own == sorted(own)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["push", "take", "ok", "fail"]),
+                          st.sampled_from(["a", "b", "c"])), max_size=60),
+       st.integers(1, 6))
+def test_outbox_keeps_each_keys_order_and_its_bound(ops: list[tuple[str, str]],
+                                                    limit: int) -> None:
+    box = Outbox(limit=limit)
+    now, made = 0.0, 0
+    pushed: dict[str, list[Event]] = {}
+    finished: dict[str, list[Event]] = {}
+    flying: dict[str, Event] = {}
+    for op, name in ops:
+        now += 1.0
+        if op == "push":
+            made += 1
+            ev = Event("room_occupied", "room", name, made, now)
+            if box.push(ev):
+                pushed.setdefault(name, []).append(ev)
+        elif op == "take":
+            for ev in box.take(now + 1000.0):
+                assert ev.name not in flying  # one at a time per key
+                flying[ev.name] = ev
+        elif name in flying:
+            ev = flying.pop(name)
+            if op == "ok" or box.failed(ev, now) is None:
+                if op == "ok":
+                    box.done(ev)
+                finished.setdefault(name, []).append(ev)
+        assert len(box) <= limit
+    for name, done in finished.items():  # finished in the order they were pushed
+        assert done == pushed[name][:len(done)]
+    assert box.dropped + sum(map(len, pushed.values())) == made
