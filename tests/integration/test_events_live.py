@@ -15,7 +15,8 @@ from typing import Any
 import trio
 
 from roomcast.router import Router
-from tests.support import WAIT, connect, running_server
+from tests.integration.test_http_metrics import scrape, value
+from tests.support import WAIT, connect, free_port, running_server
 
 HOOK_SECRET = "events-secret"
 DELAY = 0.3
@@ -179,3 +180,19 @@ async def test_an_unreachable_application_fails_without_harm() -> None:
             reply = await alice.subscribe("project:12")
             assert reply["type"] == "subscribed"
         await counted(router, sent=0, failed=2)  # alice online, the room occupied
+
+
+async def test_what_overflows_events_queue_is_dropped_and_counted_in_metrics() -> None:
+    async with application(statuses=[500]) as app, \
+            with_events(app, events_queue=1, http_port=free_port()) as router, \
+            connect(router, sub="alice") as alice:
+        first = await app.next()  # answered 500: it waits 1 s, still queued
+        await alice.subscribe("project:12")  # room_occupied finds the queue full
+        again = await app.next()
+        assert first.body == again.body
+        await counted(router, sent=1, failed=1)
+        samples = await scrape(router)
+        assert value(samples, "roomcast_events_dropped_total") == 1
+        assert value(samples, "roomcast_events_failed_total") == 1
+        assert value(samples, "roomcast_events_sent_total") == 1
+        assert value(samples, "roomcast_events_given_up_total") == 0
