@@ -362,7 +362,7 @@ def parse_head(data: bytes, searched: int = 0, limit: int = MAX_HEAD_BYTES
     if end < 0:
         if len(data) <= MAX_HEAD_BYTES:
             return ws.parse_request_head(data, searched)
-        return _past_shared_limit(data, limit)
+        return _past_shared_limit(data, limit, searched)
     head = data[:end]
     if _CRLF_HEAD.fullmatch(head) is None:  # it matches no bare LF and no control character
         if end + 4 > MAX_HEAD_BYTES:
@@ -388,15 +388,20 @@ def parse_head(data: bytes, searched: int = 0, limit: int = MAX_HEAD_BYTES
     return ws.RequestHead(method, target, version[5:], headers, data[end + 4:])
 
 
-def _past_shared_limit(data: bytes, limit: int) -> ws.RequestHead | None:
+def _past_shared_limit(data: bytes, limit: int, searched: int) -> ws.RequestHead | None:
     """An unfinished head longer than the shared parser reads: wait for the rest while it
-    may still be a CRLF head within `limit`."""
+    may still be a CRLF head within `limit` (only the bytes not `searched` yet are)."""
     if len(data) > limit:
         raise ws.HandshakeError(400, f"the request head is longer than {limit} bytes")
-    if _has_end(data[:MAX_HEAD_BYTES]):  # a bare-LF head ended within the shared limit
-        return ws.parse_request_head(data)
+    start = max(0, searched - 2)
+    if start < MAX_HEAD_BYTES and _has_end(data, start, MAX_HEAD_BYTES):
+        return ws.parse_request_head(data)  # a bare-LF head that ended within 16 KiB
+    if _has_end(data, start):
+        raise ws.HandshakeError(400, "malformed request head; a head over "
+                                f"{MAX_HEAD_BYTES} bytes must have CRLF line ends")
     return None
 
 
-def _has_end(data: bytes) -> bool:
-    return b"\n\r\n" in data or b"\n\n" in data
+def _has_end(data: bytes, start: int = 0, end: int | None = None) -> bool:
+    """Whether a head's blank line (bare LF or CRLF) is in data[start:end], uncopied."""
+    return data.find(b"\n\r\n", start, end) >= 0 or data.find(b"\n\n", start, end) >= 0
