@@ -150,21 +150,62 @@ async def _one(router: Router, method: str, params: msgspec.Raw) -> bytes:
     return b'{"result":%b}' % (result if isinstance(result, bytes) else _encode(result))
 
 
+MAX_PUBLISH_RUN = 1000  # publishes to one room sent to the backplane together
+
+
 async def run_batch(router: Router, raw: bytes) -> bytes:
     """POST /api/batch: every command in order, one reply each (§15). Once the replies
     hold more than MAX_BATCH_ANSWER_BYTES (e.g. many big history pages), the commands
     left are not run: each is answered with an error saying to send it again."""
     batch = decode(BatchBody, raw)
+    commands = batch.commands
     replies: list[bytes] = []
     size = 0
-    for i, command in enumerate(batch.commands):
+    i = 0
+    while i < len(commands):
         if size > MAX_BATCH_ANSWER_BYTES:
             replies.append(_error("too_large", f"not run: the answers to commands 0..{i - 1} "
                                   f"already exceed {MAX_BATCH_ANSWER_BYTES} bytes; send this "
                                   "command again in another batch"))
+            i += 1
             continue
-        reply = await _one(router, command.method, command.params)
-        size += len(reply)
-        replies.append(reply)
+        run = _publish_run(commands, i)
+        if len(run) > 1:  # consecutive publishes to one room: one backplane round trip
+            answers = await _publish_group(router, run)
+        else:
+            answers = [await _one(router, commands[i].method, commands[i].params)]
+        for reply in answers:
+            size += len(reply)
+            replies.append(reply)
+        i += len(answers)
     return b'{"replies":[%b]}' % b",".join(replies)
+
+
+def _publish_run(commands: list[Any], start: int) -> list[PublishBody]:
+    """The valid publishes to one room that follow one another from `start` (any command
+    that is not one ends the run and is answered on its own)."""
+    run: list[PublishBody] = []
+    for command in commands[start:start + MAX_PUBLISH_RUN]:
+        if command.method != "publish":
+            break
+        try:
+            body = decode(PublishBody, bytes(command.params))
+        except HttpError:
+            break
+        if not p.valid_room(body.room) or (run and body.room != run[0].room):
+            break
+        run.append(body)
+    return run
+
+
+async def _publish_group(router: Router, run: list[PublishBody]) -> list[bytes]:
+    """One reply per publish of the run, as the single endpoint would have answered."""
+    try:
+        results = await router.publish_messages(run[0].room, [
+            (body.data, body.event, body.idempotency_key) for body in run])
+    except BackplaneUnavailable as exc:
+        failure = unavailable(exc)
+        return [_error(failure.code, failure.message)] * len(run)
+    return [b'{"result":{"offset":%d,"epoch":%b,"duplicate":%b}}' % (
+        r.offset, _encode(r.epoch), b"true" if r.duplicate else b"false") for r in results]
 

@@ -94,6 +94,15 @@ class Backplane(abc.ABC):
     async def position(self, room: str, since: tuple[int, str] | None = None) -> RoomPosition:
         """The room's offset and epoch; with since=(offset, epoch), the recovery too."""
 
+    async def publish_many(
+        self, room: str, messages: list[tuple[MessageTemplate, str | None, str | None]],
+    ) -> list[PublishResult]:
+        """Several (template, event, idempotency_key) to one room, in order; each answers as
+        `publish` would have. A backplane that can makes it one round trip in which they
+        take consecutive offsets."""
+        return [await self.publish(room, template, event, key)
+                for template, event, key in messages]
+
     async def positions(self, rooms: list[tuple[str, tuple[int, str] | None]]
                         ) -> list[RoomPosition | BackplaneUnavailable]:
         """`position` for each (room, since), in order; a room that cannot be read gets the
