@@ -11,6 +11,7 @@ from typing import Any
 from roomcast import protocol as p
 from roomcast.auth import Authenticator, RevocationList
 from roomcast.codes import ErrorCode
+from roomcast.core.deadlines import Deadlines
 from roomcast.core.effects import Send
 from roomcast.core.peer import Peer
 from roomcast.metrics import Metrics
@@ -37,6 +38,7 @@ class CoreState:
         # their connections (a reconnect included) may subscribe to them, patterns or not
         self.server_rooms: dict[str, set[str]] = {}
         self.wall_base = 0.0  # Unix time = wall_base + the actor's clock
+        self.deadlines = Deadlines(settings)
 
     def wall(self, now: float) -> float:
         """Unix time at `now` on the actor's clock (so token expiry follows a test clock)."""
