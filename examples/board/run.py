@@ -51,14 +51,20 @@ def clean_env() -> dict[str, str]:
 
 
 def roomcast_command(w: Wiring) -> list[str]:
-    """`roomcast serve` admitting WebSockets only through the board's connect hook."""
+    """`roomcast serve` admitting WebSockets only through the board's connect hook (its
+    secrets come from `roomcast_env`, so they never show in a process list)."""
     return [sys.executable, "-m", "roomcast", "serve", "--host", HOST,
             "--port", str(w.port), "--http-port", str(w.http_port),
-            "--api-key", w.api_key, "--hook-secret", w.hook_secret,
             "--connect-hook-url", f"{w.app_url}/roomcast/connect",
             "--rpc-hook-url", f"{w.app_url}/roomcast/rpc",
             "--events-url", f"{w.app_url}/roomcast/events",
             "--events-delay", str(w.events_delay)]
+
+
+def roomcast_env(w: Wiring) -> dict[str, str]:
+    """roomcast's secrets: the API key the board calls with, the key hooks are signed with."""
+    return {**clean_env(), "ROOMCAST_API_KEY": w.api_key,
+            "ROOMCAST_HOOK_SECRET": w.hook_secret}
 
 
 def app_command(w: Wiring) -> list[str]:
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wiring = Wiring(port=args.port, http_port=args.http_port, app_port=args.app_port)
     board = subprocess.Popen(app_command(wiring), env=app_env(wiring), cwd=ROOT)
-    roomcast = subprocess.Popen(roomcast_command(wiring), env=clean_env(),
+    roomcast = subprocess.Popen(roomcast_command(wiring), env=roomcast_env(wiring),
                                 stdin=subprocess.DEVNULL)
     print(f"board:    {wiring.app_url}/login?user=alice  (then /login?user=bob in another "
           f"browser profile)\nroomcast: {wiring.ws_url} (no token: the board's cookie)\n"
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored
     try:
         while board.poll() is None and roomcast.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):

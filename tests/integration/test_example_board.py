@@ -8,15 +8,25 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio_websocket
 from examples.board.app import COOKIE
-from examples.board.run import ROOT, Wiring, app_command, app_env, clean_env, roomcast_command
+from examples.board.run import (
+    ROOT,
+    Wiring,
+    app_command,
+    app_env,
+    clean_env,
+    roomcast_command,
+    roomcast_env,
+)
 
 from tests.support import WAIT, Client, free_port
 
@@ -24,7 +34,8 @@ START = 30.0  # seconds a fresh interpreter may take to start listening on a bus
 
 
 class Child:
-    """A child process and what it wrote to stderr; `seen(text)` waits for a line."""
+    """A child process and what it wrote (stdout and stderr); `seen(text)` waits for a
+    line."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
@@ -32,10 +43,10 @@ class Child:
         self._waiting: dict[str, trio.Event] = {}
         self.ended = False
 
-    async def read_stderr(self) -> None:
-        assert self.process.stderr is not None
+    async def read_output(self) -> None:
+        assert self.process.stdout is not None
         buffer = b""
-        async for chunk in self.process.stderr:
+        async for chunk in self.process.stdout:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
@@ -44,12 +55,12 @@ class Child:
                 for text, event in self._waiting.items():
                     if text in line:
                         event.set()
-        self.ended = True  # stderr closed: it exited; nobody waits for a line in vain
+        self.ended = True  # output closed: it exited; nobody waits for a line in vain
         for event in self._waiting.values():
             event.set()
 
     async def seen(self, text: str, timeout: float = START) -> None:
-        """Return once a stderr line holds `text`; fail when it ends or time runs out."""
+        """Return once a line holds `text`; fail when it ends or time runs out."""
         event = self._waiting.setdefault(text, trio.Event())
         if not self.ended and not any(text in line for line in self.lines):
             with trio.move_on_after(timeout):
@@ -74,16 +85,18 @@ class Child:
 
 
 @asynccontextmanager
-async def child(command: list[str], env: dict[str, str], ready: str) -> AsyncIterator[Child]:
-    """Start `command`; yield once its stderr said `ready`; stop it by PID at the end."""
+async def child(command: list[str], env: dict[str, str],
+                *ready: str) -> AsyncIterator[Child]:
+    """Start `command`; yield once it wrote each of `ready`; stop it by PID at the end."""
     process = await trio.lowlevel.open_process(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=env, cwd=str(ROOT))
     started = Child(process)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(started.read_stderr)
-            await started.seen(ready)
+            nursery.start_soon(started.read_output)
+            for text in ready:
+                await started.seen(text)
             try:
                 yield started
             finally:
@@ -101,7 +114,7 @@ async def board_and_roomcast() -> AsyncIterator[Wiring]:
     wiring = Wiring(port=free_port(), http_port=free_port(), app_port=free_port(),
                     events_delay=0.3)
     async with child(app_command(wiring), app_env(wiring), "Application startup complete"), \
-            child(roomcast_command(wiring), clean_env(), " listening "):
+            child(roomcast_command(wiring), roomcast_env(wiring), " listening "):
         yield wiring
 
 
@@ -206,3 +219,22 @@ async def test_the_boards_hooks_refuse_calls_not_signed_by_roomcast() -> None:
         answer = await http.post("/roomcast/events", content=b"{}")
         assert answer.status_code == 403
         assert (await http.get("/me")).status_code == 401
+
+
+async def test_python_m_examples_board_starts_both_and_stops_both() -> None:
+    """The README's one command: both come up wired together; SIGTERM stops both."""
+    wiring = Wiring(port=free_port(), http_port=free_port(), app_port=free_port())
+    command = [sys.executable, "-m", "examples.board", "--port", str(wiring.port),
+               "--http-port", str(wiring.http_port), "--app-port", str(wiring.app_port)]
+    async with child(command, clean_env(), "Application startup complete",
+                     " listening ") as runner, httpx.AsyncClient(
+            base_url=wiring.app_url, trust_env=False, timeout=WAIT) as http:
+        alice = await log_in(http, "alice")
+        async with websocket(wiring, alice) as ws:
+            assert (await ws.recv())["user_id"] == "alice"
+        os.kill(runner.process.pid, signal.SIGTERM)
+        with trio.fail_after(3 * WAIT):  # it gives each child WAIT to stop
+            assert await runner.process.wait() == 0, "\n".join(runner.lines[-20:])
+    for port in (wiring.port, wiring.app_port):  # both children are gone with it
+        with pytest.raises(OSError):
+            await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
