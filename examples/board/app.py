@@ -161,18 +161,29 @@ def create_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="board", lifespan=lifespan)
     app.state.board = board
+    add_pages(app, config, board)
+    add_projects(app, config, board)
+    add_hooks(app, config, board)
+    return app
 
-    def user_of(request: Request) -> str:
-        user = session_user(config, request.headers.get("cookie", ""))
-        if user is None:
-            raise HTTPException(401, "log in first: GET /login?user=NAME")
-        return user
 
-    def api(request: Request) -> AsyncClient:
-        client: AsyncClient = request.app.state.roomcast
-        return client
+def user_of(config: Config, request: Request) -> str:
+    """The logged-in user of a request to the board, or 401 saying how to log in."""
+    user = session_user(config, request.headers.get("cookie", ""))
+    if user is None:
+        raise HTTPException(401, "log in first: GET /login?user=NAME")
+    return user
 
-    # ---------------------------------------------------------------- pages and login
+
+def roomcast_api(request: Request) -> AsyncClient:
+    """The app's one server-API client (opened and closed by the lifespan)."""
+    client: AsyncClient = request.app.state.roomcast
+    return client
+
+
+def add_pages(app: FastAPI, config: Config, board: Board) -> None:
+    """Login, logout, the page, and what the page shows."""
+
     @app.get("/login")
     async def login(user: str) -> Response:
         """Log in as `user` (no password: it is an example) with a signed session cookie."""
@@ -195,14 +206,17 @@ def create_app(config: Config) -> FastAPI:
 
     @app.get("/me")
     async def me(request: Request) -> dict[str, Any]:
-        user = user_of(request)
+        user = user_of(config, request)
         return {"user_id": user, "projects": [board.view(p) for p in board.of_user(user)]}
 
-    # ---------------------------------------------------------------- projects and tasks
+
+def add_projects(app: FastAPI, config: Config, board: Board) -> None:
+    """Projects, members and tasks; every change goes to roomcast's server API."""
+
     @app.post("/projects")
     async def create_project(body: NewProject, request: Request) -> dict[str, Any]:
         """A new project; its creator is its first member (and is moved into its room)."""
-        user = user_of(request)
+        user = user_of(config, request)
         project = Project(len(board.projects) + 1, body.name)
         board.projects[project.id] = project
         await add_member(request, project, user)
@@ -210,7 +224,7 @@ def create_app(config: Config) -> FastAPI:
 
     @app.post("/projects/{project_id}/members")
     async def add(project_id: int, body: NewMember, request: Request) -> dict[str, Any]:
-        project = board.project(project_id, user_of(request))
+        project = board.project(project_id, user_of(config, request))
         if not USER_ID.fullmatch(body.user_id):
             raise HTTPException(400, "a user name is 1-32 of a-z, 0-9, _ and -")
         live = await add_member(request, project, body.user_id)
@@ -220,24 +234,24 @@ def create_app(config: Config) -> FastAPI:
         """Record the membership, then subscribe the user's live connections server-side
         (§12); connections opened later get the room from the connect hook."""
         project.members.add(user)
-        return await api(request).subscribe(user, project.room)
+        return await roomcast_api(request).subscribe(user, project.room)
 
     @app.post("/projects/{project_id}/tasks")
     async def create_task(project_id: int, body: NewTask, request: Request) -> dict[str, Any]:
-        user = user_of(request)
+        user = user_of(config, request)
         project = board.project(project_id, user)
         task_id, board.next_task = board.next_task, board.next_task + 1
         task: dict[str, Any] = {"id": task_id, "title": body.title, "column": "todo",
                                 "by": user}
         project.tasks[task_id] = task
-        await api(request).publish(project.room, task, event="task.created",
-                                   idempotency_key=f"task-created-{task_id}")
+        await roomcast_api(request).publish(project.room, task, event="task.created",
+                                            idempotency_key=f"task-created-{task_id}")
         return task
 
     @app.post("/projects/{project_id}/tasks/{task_id}/move")
     async def move_task(project_id: int, task_id: int, body: Move,
                         request: Request) -> dict[str, Any]:
-        user = user_of(request)
+        user = user_of(config, request)
         project = board.project(project_id, user)
         task = project.tasks.get(task_id)
         if task is None:
@@ -245,12 +259,9 @@ def create_app(config: Config) -> FastAPI:
         if body.column not in COLUMNS:
             raise HTTPException(400, f"column is one of {', '.join(COLUMNS)}")
         moved_from, task["column"] = task["column"], body.column
-        await api(request).publish(project.room, {**task, "from": moved_from, "by": user},
-                                   event="task.moved")
+        moved = {**task, "from": moved_from, "by": user}
+        await roomcast_api(request).publish(project.room, moved, event="task.moved")
         return task
-
-    add_hooks(app, config, board)
-    return app
 
 
 def add_hooks(app: FastAPI, config: Config, board: Board) -> None:
@@ -300,11 +311,11 @@ def add_hooks(app: FastAPI, config: Config, board: Board) -> None:
             board.online.add(user)
         else:
             board.online.discard(user)
-        roomcast: AsyncClient = request.app.state.roomcast
         name = "user.online" if kind == "user_online" else "user.offline"
         for project in board.of_user(user):
-            await roomcast.publish(project.room, {"user_id": user}, event=name,
-                                   idempotency_key=f"{name}-{event['id']}-{project.id}")
+            key = f"{name}-{event['id']}-{project.id}"  # a retried event publishes once
+            await roomcast_api(request).publish(project.room, {"user_id": user}, event=name,
+                                                idempotency_key=key)
         board.seen_events.add(event["id"])  # only now: a failed publish is tried again
         return JSONResponse({})
 
