@@ -247,3 +247,51 @@ def test_roomcast_js_gets_a_reset_and_the_whole_new_stream_after_redis_restarts_
                                    [reset["epoch"], 3]]
     finally:
         opener.close()
+
+
+def test_roomcast_js_logs_in_with_the_pages_cookie_through_the_connect_hook(
+    browser: Browser,
+) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class App(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hook = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            cookie = hook["headers"].get("cookie", "")
+            answer = ({"result": {"user_id": "cookie-user"}} if "session=ok" in cookie
+                      else {"error": {"code": 4401, "message": "log in first"}})
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    app = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    server = ServerProcess("--connect-hook-url", f"http://127.0.0.1:{app.server_port}/hook")
+    server.start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.http_url("/"))  # an origin on 127.0.0.1, where the cookie lives
+        user = page.evaluate("""async (url) => {
+            document.cookie = "session=ok; path=/";
+            const { RoomcastClient } = await import("/roomcast.js");
+            const client = new RoomcastClient(url, { token: null });
+            const hello = new Promise((resolve) => client.on("connected", resolve));
+            client.connect();
+            const frame = await hello;
+            client.close();
+            return frame.user_id;
+        }""", server.ws_url())
+        assert user == "cookie-user"
+    finally:
+        context.close()
+        server.kill()
+        app.shutdown()

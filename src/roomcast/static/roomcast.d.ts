@@ -37,7 +37,9 @@ export type TokenSource = string | (() => string | Promise<string>);
 /** Client options; times in milliseconds. */
 export interface RoomcastOptions {
   /** A JWT, or a function returning one; a function lets the client refresh it. */
-  token: TokenSource;
+  /** `null`: connect without a token; the server's connect hook admits the connection by
+   * the page's own session cookie (§11). */
+  token: TokenSource | null;
   initialDelay?: number;
   factor?: number;
   maxDelay?: number;

@@ -100,7 +100,9 @@ export class RoomcastClient extends EventTarget {
   constructor(url, options = {}) {
     super();
     if (typeof url !== "string" || !url) throw new TypeError("RoomcastClient needs the server's WebSocket URL, e.g. ws://127.0.0.1:8000/ws");
-    if (!options.token) throw new TypeError("RoomcastClient needs a token: a string, or a function returning one (or a promise of one)");
+    // token: null connects without one: the server's connect hook admits by the page's own
+    // session cookie (§11), which the browser sends with the handshake.
+    if (!options.token && options.token !== null) throw new TypeError("RoomcastClient needs a token: a string, or a function returning one (or a promise of one); or null to log in with the page's session cookie through the server's connect hook");
     this.url = url;
     this.options = { ...DEFAULTS, ...options };
     this.state = DISCONNECTED;
@@ -187,6 +189,7 @@ export class RoomcastClient extends EventTarget {
       return token;
     }
     const source = this.options.token;
+    if (source === null) return ""; // cookie login: no token at all
     const token = typeof source === "function" ? await source() : source;
     if (typeof token !== "string" || !token) throw new TypeError("the token function returned no token (it must return a non-empty string)");
     return token;
@@ -208,7 +211,7 @@ export class RoomcastClient extends EventTarget {
     const WS = this.options.WebSocket || globalThis.WebSocket;
     let ws;
     try {
-      ws = new WS(withToken(this.url, token));
+      ws = new WS(token ? withToken(this.url, token) : this.url);
     } catch (error) {
       this._emit("error", { code: "url", message: `cannot open ${this.url}: ${error.message}`, error });
       this._stop(1006, error.message);
