@@ -59,6 +59,7 @@ class Connection:
             self.peer.close_code = code
             self.close_reason = reason.encode()[:120].decode(errors="ignore")
             self.closed_by_peer = by_peer
+            self.mailbox.closed = True  # from now on nothing more is sent but the close frame
             if self.nursery is not None:
                 self.nursery.cancel_scope.cancel()
 

@@ -42,3 +42,18 @@ async def test_replies_and_messages_share_one_ordered_mailbox(mailbox: str) -> N
         # the publisher receives its own message before the reply that acknowledges it
         assert all(seen.index(("message", n)) < seen.index(("published", n))
                    for n in range(1, 31))
+
+
+@pytest.mark.parametrize("mailbox", KINDS)
+async def test_nothing_is_sent_after_the_close_is_decided(mailbox: str) -> None:
+    import trio_websocket
+
+    async with running_server(mailbox=mailbox) as router, connect(router, sub="gone") as gone:
+        await gone.subscribe("room:3")
+        await router.disconnect_user("gone", 4409, "too slow")
+        await router.publish("room:3", "after the close")  # at once, before the actor runs
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed, trio.fail_after(WAIT):
+            frame = await gone.ws.get_message()
+            raise AssertionError(f"got {frame!r} after the close was decided")
+        assert closed.value.reason.code == 4409
+        assert router.metrics.drops["closing"] >= 1
