@@ -28,10 +28,10 @@ _ORDINARY = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.ABNORMA
 
 class Connection:
     """One live WebSocket: its socket, its frame reader, its mailbox (the Router's way
-    out to the socket) and how it ends. It is the `outlet` of its core `Peer`."""
+    out to the socket) and how it ends. Its mailbox is the `outlet` of its core `Peer`."""
 
-    __slots__ = ("__weakref__", "close_reason", "closed_by_peer", "fd", "mailbox", "nursery",
-                 "peer", "send_nowait", "started", "stream")
+    __slots__ = ("close_reason", "closed_by_peer", "fd", "mailbox", "nursery", "peer",
+                 "started", "stream")
 
     def __init__(self, router: Router, peer: Peer, stream: trio.abc.Stream) -> None:
         settings = router.settings
@@ -41,12 +41,11 @@ class Connection:
         kind = ChannelMailbox if settings.mailbox == "channel" else DirectMailbox
         self.mailbox: Mailbox = kind(self, stream, self.fd, settings.max_pending,
                                      settings.write_timeout, router.metrics)
-        self.send_nowait = self.mailbox.send_nowait  # the Router's hot path: one call
         self.nursery: trio.Nursery | None = None  # the actor's, while it runs
         self.close_reason = ""
         self.closed_by_peer = False
         self.started = time.time()
-        peer.outlet = self
+        peer.outlet = self.mailbox  # the Router sends into it, and closes through it
 
     @property
     def queued(self) -> int:
@@ -88,7 +87,7 @@ class Connection:
             reader.close()  # an unfinished message's memory goes now, not after the handshake
             held.forget(self)
             reader = reader if violated else ws.FrameReader(router.settings.max_message_bytes)
-            unsent = self.mailbox.close()
+            unsent = self.mailbox.seal()
             if unsent > 0:
                 router.metrics.drops["closed_with_queue"] += unsent
             with trio.CancelScope(shield=True), trio.move_on_after(

@@ -105,10 +105,14 @@ class DirectMailbox:
             self.writing = True
             nursery.start_soon(self._drain)
 
-    def close(self) -> int:
+    def seal(self) -> int:
         """Take no more frames; how many queued ones will not be written."""
         self.closed = True
         return self.queued - (1 if self.tail else 0)
+
+    def close(self, code: int, reason: str) -> None:
+        """End the connection this mailbox belongs to (the Router's way to close it)."""
+        self.owner.close(code, reason)
 
     async def _drain(self) -> None:
         """Write the backlog as the socket makes room, as many frames per write as fit; no
@@ -214,9 +218,12 @@ class ChannelMailbox:
         if nursery is not None:
             nursery.start_soon(self._drain)
 
-    def close(self) -> int:
+    def seal(self) -> int:
         self.closed = True
         return self.queued
+
+    def close(self, code: int, reason: str) -> None:
+        self.owner.close(code, reason)
 
     async def _drain(self) -> None:
         """Receive, join what else is waiting, write it all; forever (until cancelled)."""

@@ -17,7 +17,6 @@ class Peer:
     """One admitted connection as the core sees it."""
 
     __slots__ = (
-        "__weakref__",
         "abuse",
         "binary_frames",
         "bucket",
