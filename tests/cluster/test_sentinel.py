@@ -47,8 +47,15 @@ class Publisher:
         self.unanswered: set[int] = set()  # n of the attempts that got no offset
         self.first_failure: float | None = None
         self.outage = 0.0  # seconds from the first failure to the next success
+        self.done = trio.Event()  # set once the last attempt has its answer
 
     async def run(self, stop: trio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            self.done.set()
+
+    async def _run(self, stop: trio.Event) -> None:
         n = -1
         while not stop.is_set():
             n += 1
@@ -110,6 +117,8 @@ async def test_killing_the_master_under_load_loses_nothing_acknowledged(
             before = len(publisher.acked)
             await wait_until(lambda: len(publisher.acked) >= before + 50, timeout=FAILOVER)
             stop.set()
+            with trio.fail_after(FAILOVER):
+                await publisher.done.wait()  # an answer in flight is acknowledged too
             await wait_until(lambda: len(got) > 0 and got[-1][2] >= max(
                 publisher.acked.values()), timeout=FAILOVER)
             caught_up.set()
