@@ -7,7 +7,7 @@ one port (127.0.0.1), and measures for each:
 
 - connections/s: clients (raw sockets, 32 at a time) open a WebSocket, wait for the
   `connected` frame and close, for `--seconds`;
-- deliveries/s: `--subscribers` WebSocket subscribers in one room; messages PUBLISHed
+- deliveries/s: `--subscribers` WebSocket subscribers in one room; messages SPUBLISHed
   straight into the room's Redis channel (as the publish script would), counted at the
   subscribers: every worker with subscribers reads each message and writes it to its own;
 - the CPU seconds the workers, Redis and this client spent (all share the machine's cores).
@@ -141,14 +141,14 @@ async def deliveries_per_second(port: int, redis_port: int, subscribers: int,
             if counted >= total:
                 finished.set()
 
-    channel = f"rc:c:{room}".encode()
+    channel = f"rc:{{{room}}}:c".encode()  # the room's shard channel
     commands = []
     for offset in range(1, messages + 1):
         payload = (b'{"type":"message","room":"%s","offset":%d,"event":null,"data":{"n":%d},'
                    b'"sender":null,"ts":"2026-01-01T00:00:00.000Z"}'
                    % (room.encode(), offset, offset))
         body = b"m%d %s null\n%s" % (offset, epoch, payload)
-        commands.append(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+        commands.append(b"*3\r\n$8\r\nSPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
                         % (len(channel), channel, len(body), body))
     redis = await trio.open_tcp_stream("127.0.0.1", redis_port)
     async with redis, trio.open_nursery() as nursery:

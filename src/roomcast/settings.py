@@ -161,10 +161,11 @@ def _validate(s: Settings) -> None:
             f"log_level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}"
         )
     if s.backplane != "memory" and not s.backplane.startswith(
-            ("redis://", "rediss://", "redis+sentinel://")):
+            ("redis://", "rediss://", "redis+sentinel://", "redis+cluster://")):
         raise SettingsError(
-            "backplane must be 'memory', 'redis://HOST:PORT/DB' or "
-            f"'redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/DB', got {s.backplane!r}"
+            "backplane must be 'memory', 'redis://HOST:PORT/DB', "
+            "'redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/DB' or "
+            f"'redis+cluster://HOST:PORT[,HOST:PORT...]', got {s.backplane!r}"
         )
     if s.workers > 1 and s.backplane == "memory":
         raise SettingsError(
@@ -244,9 +245,11 @@ DOCS: dict[str, tuple[str, str]] = {
     "history_ttl": ("`300`", "seconds a message is kept; `0` = no history"),
     "presence_ttl": ("`60`", "seconds a node's presence entries live without renewal "
                      "(Redis backplane)"),
-    "backplane": ("`memory`", "`memory`, `redis://HOST:PORT/DB` or "
+    "backplane": ("`memory`", "`memory`, `redis://HOST:PORT/DB`, "
                   "`redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/DB` (Sentinel: the "
-                  "master is asked of the sentinels on every connection)"),
+                  "master is asked of the sentinels on every connection) or "
+                  "`redis+cluster://HOST:PORT[,HOST:PORT...]` (Redis Cluster: any of its "
+                  "nodes; each room lives in its own hash slot); Redis 7 or newer"),
     "shutdown_grace": ("`10`", "on SIGTERM/SIGINT, close every connection with 1001 spread "
                        "over at most this many seconds (`--dev`: `1` unless set)"),
     "log_format": ("`text`", "`text` or `json`"),

@@ -150,16 +150,16 @@ async def test_a_node_subscribes_in_redis_only_to_rooms_it_has_subscribers_in(
     redis: RedisServer,
 ) -> None:
     def channels() -> set[str]:
-        reply = redis.command("PUBSUB", "CHANNELS", "rc:c:*").decode()
-        return {line for line in reply.split("\r\n") if line.startswith("rc:c:")}
+        reply = redis.command("PUBSUB", "SHARDCHANNELS", "rc:*:c").decode()
+        return {line for line in reply.split("\r\n") if line.startswith("rc:{")}
 
     async with cluster(redis, "n1") as (a,), connect(a, sub="u1") as u1, \
             connect(a, sub="u2") as u2:
         assert channels() == set()
         await u1.subscribe("alpha")
         await u2.subscribe("alpha", "beta")
-        assert channels() == {"rc:c:alpha", "rc:c:beta"}
+        assert channels() == {"rc:{alpha}:c", "rc:{beta}:c"}
         await u1.call({"type": "unsubscribe", "id": 1, "rooms": ["alpha"]})
-        assert "rc:c:alpha" in channels()  # u2 is still there
+        assert "rc:{alpha}:c" in channels()  # u2 is still there
         await u2.call({"type": "unsubscribe", "id": 2, "rooms": ["alpha", "beta"]})
         await wait_until(lambda: channels() == set())

@@ -1,11 +1,16 @@
 """RedisBackplane: several roomcast processes act as one (protocol §9).
 
 Redis holds every room's epoch, offset, history and idempotency keys, and carries each
-message to every node over pub/sub. One Lua script per publish checks the idempotency key,
-assigns the next offset, keeps the message in history and PUBLISHes it, atomically, so
-offsets stay contiguous whichever node publishes. A node subscribes in Redis only to the
-rooms it has local subscribers in; its own publishes reach it through pub/sub like any
-other node's, so every node delivers each message exactly once, along one path.
+message to every node over sharded pub/sub. One Lua script per publish checks the
+idempotency key, assigns the next offset, keeps the message in history and SPUBLISHes it,
+atomically, so offsets stay contiguous whichever node publishes. A node subscribes in Redis
+only to the rooms it has local subscribers in; its own publishes reach it through pub/sub
+like any other node's, so every node delivers each message exactly once, along one path.
+
+The Redis is one server (`redis://`), the master a set of sentinels names
+(`redis+sentinel://`, sentinel.py) or a Redis Cluster (`redis+cluster://`, cluster.py): a
+session holds a command and a pub/sub connection to each primary, and every script runs
+on the primary of its keys' hash slot.
 """
 
 from __future__ import annotations
@@ -31,19 +36,19 @@ from roomcast.backplane.base import (
     RoomPosition,
     Sink,
 )
+from roomcast.backplane.redis.cluster import SCHEME as CLUSTER_SCHEME
+from roomcast.backplane.redis.cluster import ClusterURL, slot_owners
+from roomcast.backplane.redis.cluster import parse as parse_cluster_url
 from roomcast.backplane.redis.commands import FAILURES, describe
-from roomcast.backplane.redis.events import KEEP_MS
 from roomcast.backplane.redis.keys import (
-    CHUNK,
     CONTROL_CHANNEL,
-    EVENTS_DUE,
     NODES,
     NODESTATS,
-    PREFIX,
     REVOKED,
     entry_decoder,
     node_index,
     room_channel,
+    room_channel_key,
     room_keys,
     strip_time,
 )
@@ -56,8 +61,8 @@ from roomcast.backplane.redis.scripts import (
     POSITION,
     PUBLISH,
     PUBLISH_MANY,
-    REAP,
     REVOKE,
+    Script,
 )
 from roomcast.backplane.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from roomcast.backplane.redis.sentinel import SentinelURL, follow, locate
@@ -102,13 +107,19 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._client_name = client_name
         url = settings.backplane
         self._sentinel: SentinelURL | None = None
+        self._cluster: ClusterURL | None = None
         if url.startswith(SENTINEL_SCHEME):
             self._sentinel = parse_sentinel_url(url)
             url = self._sentinel.master_url(*self._sentinel.sentinels[0])  # replaced later
+        elif url.startswith(CLUSTER_SCHEME):
+            self._cluster = parse_cluster_url(url)
+            url = self._cluster.node_url(*self._cluster.nodes[0])
         pool = _read_url(url, self.command_timeout)
         self.where = str(pool.location)
         if self._sentinel is not None:
             self.where = f"master {self._sentinel.master!r} (not located yet)"
+        elif self._cluster is not None:
+            self.where = "cluster " + ",".join(f"{h}:{p}" for h, p in self._cluster.nodes)
         self._location = pool.location
         self._connection_class: Any = pool.connection_class
         self._conn_kwargs = {k: v for k, v in pool.connection_kwargs.items()
@@ -125,10 +136,17 @@ class RedisBackplane(Reader, Presence, Backplane):
 
         self._ready = False
         self._sink: Sink | None = None  # set by run(); position() may announce a reset
-        self._sub: BaseConnection | None = None  # pub/sub
-        self._cmd: BaseConnection | None = None  # every command, pipelined
+        self._sub: BaseConnection | None = None  # pub/sub (Cluster: the node-wide slot's)
+        self._cmd: BaseConnection | None = None  # commands, pipelined (as _sub)
+        self._subs: list[BaseConnection] = []  # one per primary (one off Cluster)
+        self._cmds: list[BaseConnection] = []
+        self._slot_subs: list[BaseConnection] | None = None  # Cluster: per hash slot
+        self._slot_cmds: list[BaseConnection] | None = None
+        self._slot_places: list[tuple[str, int]] | None = None  # Cluster: the last map
+        self._slot_cache: dict[str, int] = {}
         self._watched: dict[str, WatchedRoom] = {}
         self._channels: dict[bytes, str] = {}
+        self._unsubscribing: dict[bytes, int] = {}
         self._events: dict[bytes, str | None] = {}
         self._mine: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._dirty: set[tuple[str, str]] = set()
@@ -215,42 +233,126 @@ class RedisBackplane(Reader, Presence, Backplane):
             backoff = min(backoff * 2, self.max_backoff)
             self.reconnects += 1
 
-    def _connection(self, role: str) -> BaseConnection:
-        """A new (not yet running) connection to the configured Redis."""
+    def _connection(self, role: str, location: Any = None) -> BaseConnection:
+        """A new (not yet running) connection to the configured Redis (or `location`)."""
         kwargs = {**self._conn_kwargs, "client_name": f"roomcast-{role}:{self._client_name}"}
-        conn: BaseConnection = self._connection_class(self._location, **kwargs)
+        conn: BaseConnection = self._connection_class(location or self._location, **kwargs)
         return conn
 
     async def _session(self, sink: Sink) -> None:
-        """One life of the two connections (pub/sub, commands): subscribe to every watched
-        room and the control channel, catch up on what was missed, then deliver until
-        either connection fails."""
+        """One life of the connections (pub/sub and commands, to each primary): subscribe
+        to every watched room and the control channel, catch up on what was missed, then
+        deliver until any connection fails."""
+        owner: list[int] | None = None
         if self._sentinel is not None:
             await self._locate(self._sentinel)
-        sub, cmd = self._connection("sub"), self._connection("cmd")
-        failure: BaseException | None = None
+            places = [(self._location.host, self._location.port)]
+        elif self._cluster is not None:
+            places, owner = await self._map(self._cluster)
+        else:
+            places = [(self._location.host, self._location.port)]
+        pairs = [(self._connection("sub", TCPLocation(*place)),
+                  self._connection("cmd", TCPLocation(*place))) for place in places]
+        failures: list[BaseException] = []
         async with trio.open_nursery() as nursery:
             try:
-                await nursery.start(self._lifeline, sub, nursery.cancel_scope)
-                await nursery.start(self._lifeline, cmd, nursery.cancel_scope)
+                for sub, cmd in pairs:
+                    await nursery.start(self._lifeline, sub, nursery.cancel_scope)
+                    await nursery.start(self._lifeline, cmd, nursery.cancel_scope)
                 if self._sentinel is not None:
-                    await self._check_master(cmd)
-                self._sub, self._cmd = sub, cmd
-                await self._resume(sink, sub)
-                nursery.start_soon(self._keepalive, sub)
-                nursery.start_soon(self._keepalive, cmd)
-                await self._read(sink, sub)
+                    await self._check_master(pairs[0][1])
+                self._subs = [sub for sub, _ in pairs]
+                self._cmds = [cmd for _, cmd in pairs]
+                home = 0
+                if owner is not None:
+                    self._slot_subs = [self._subs[i] for i in owner]
+                    self._slot_cmds = [self._cmds[i] for i in owner]
+                    home = owner[self._slot(NODES)]
+                self._sub, self._cmd = pairs[home]
+                await self._resume(sink)
+                for conn in self._subs + self._cmds:
+                    nursery.start_soon(self._keepalive, conn)
+                for sub in self._subs:
+                    nursery.start_soon(self._reader, sink, sub, nursery.cancel_scope, failures)
+                await trio.sleep_forever()
             except Exception as exc:  # raised below, outside the nursery's exception group
-                failure = exc
+                failures.append(exc)
             finally:
                 self._ready = False
                 self._sub = self._cmd = None
-                sub.invalidate()
-                cmd.invalidate()
+                self._slot_subs = self._slot_cmds = None
+                self._subs, self._cmds = [], []
+                self._unsubscribing.clear()
+                for sub, cmd in pairs:
+                    sub.invalidate()
+                    cmd.invalidate()
                 nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+        if failures:
+            raise failures[0]
         raise RedisConnectionError(self.down_reason or "the connection to Redis closed")
+
+    async def _reader(self, sink: Sink, conn: BaseConnection, session: trio.CancelScope,
+                      failures: list[BaseException]) -> None:
+        """Deliver what one pub/sub connection brings; when it ends, so does the session
+        (a failure is kept for the session to raise, so it is logged as itself)."""
+        try:
+            await self._read(sink, conn)
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            if not session.cancel_called:
+                self.down_reason = self.down_reason or "the connection to Redis closed"
+                session.cancel()
+
+    async def _ask(self, place: tuple[str, int], *command: bytes) -> Any:
+        """One command on a connection of its own to `place` (closed after)."""
+        conn = self._connection("map", TCPLocation(*place))
+        timeout = self.command_timeout
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(timeout):
+                    await nursery.start(conn.run)
+                try:
+                    return await conn.create_request(*command, timeout=timeout)
+                finally:
+                    conn.invalidate()
+        except BaseExceptionGroup as group:  # the connection's task failing in the nursery
+            raise group.exceptions[0] from None
+
+    async def _map(self, url: ClusterURL) -> tuple[list[tuple[str, int]], list[int]]:
+        """The cluster's primaries and each slot's, as the first node that has a whole map
+        says (the primaries of the last map are asked first, then the URL's nodes)."""
+        seeds = list(dict.fromkeys([*(self._slot_places or []), *url.nodes]))
+        failures = []
+        for place in seeds:
+            try:
+                reply = await self._ask(place, b"CLUSTER", b"SLOTS")
+                primaries, owner = slot_owners(reply, place[0])
+            except (*FAILURES, ValueError) as exc:
+                failures.append(f"{place[0]}:{place[1]}: {describe(exc)}")
+                continue
+            before = self._slot_places
+            self._slot_places = [primaries[i] for i in owner]
+            self.where = (f"cluster of {len(primaries)} primaries ("
+                          + ",".join(f"{h}:{p}" for h, p in primaries) + ")")
+            if before is not None and before != self._slot_places and self.sessions:
+                self.failovers += 1
+                log_event("redis cluster slots moved", 30, redis=self.where)
+            return primaries, owner
+        raise RedisConnectionError("no cluster node gave a whole slot map ("
+                                   + "; ".join(failures) + ")")
+
+    def _place_for(self, key: str) -> tuple[str, int]:
+        """Where `key`'s slot lived in the last session (for connections of their own)."""
+        places = self._slot_places
+        if places is None:
+            return self._location.host, self._location.port
+        return places[self._slot(key)]
+
+    def _sub_for(self, room: str) -> BaseConnection | None:
+        """The pub/sub connection of the primary that owns the room's slot."""
+        slots = self._slot_subs
+        return self._sub if slots is None else slots[self._slot(room_channel_key(room))]
 
     async def _locate(self, url: SentinelURL) -> None:
         """Ask the sentinels where the master is now; this session connects there."""
@@ -288,14 +390,18 @@ class RedisBackplane(Reader, Presence, Backplane):
             self.down_reason = self.down_reason or "the connection to Redis closed"
             session.cancel()
 
-    async def _resume(self, sink: Sink, conn: BaseConnection) -> None:
+    async def _resume(self, sink: Sink) -> None:
         """Subscribe to every watched room and the control channel, deliver what was
         missed while away, apply revocations made meanwhile, then become ready."""
         rooms = list(self._watched.items())
-        channels = [CONTROL_CHANNEL.encode()] + [st.channel for _, st in rooms]
-        for i in range(0, len(channels), CHUNK):
-            conn.send_command(b"SUBSCRIBE", *channels[i:i + CHUNK])
-        await self._ping(conn)
+        assert self._sub is not None
+        self._sub.send_command(b"SUBSCRIBE", CONTROL_CHANNEL.encode())
+        for group in self._groups(rooms, lambda item: room_channel_key(item[0])):
+            conn = self._sub_for(group[0][0])
+            assert conn is not None
+            conn.send_command(b"SSUBSCRIBE", *[st.channel for _, st in group])
+        for conn in self._subs:
+            await self._ping(conn)
         for _, st in rooms:
             st.subscribed.set()
         await self._fence(self._floors())
@@ -330,22 +436,26 @@ class RedisBackplane(Reader, Presence, Backplane):
 
     async def _leave(self) -> None:
         """On shutdown: take this node's presence out now rather than after presence_ttl.
-        Runs shielded while everything else is cancelled, so on a connection of its own."""
+        Runs shielded while everything else is cancelled, so on connections of its own."""
         if not self._registered:
             return
-        conn = self._connection("leave")
+        conns: dict[tuple[str, int], BaseConnection] = {}
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(conn.run)
+
+                async def run(script: Script, keys: list[str], args: list[Any]) -> Any:
+                    place = self._place_for(keys[0] if keys else NODES)
+                    conn = conns.get(place)
+                    if conn is None:
+                        conn = conns[place] = self._connection("leave", TCPLocation(*place))
+                        await nursery.start(conn.run)
+                    return await self._eval(conn, script, keys, args)
+
                 try:
-                    for _ in range(1000):
-                        done = await self._eval(conn, REAP, [
-                            NODES, NODESTATS, self._index, EVENTS_DUE], [
-                            self.instance, PREFIX, "0", KEEP_MS, self._delay_ms()])
-                        if self._reaped(done):
-                            break
+                    await self._reap(self.instance, False, run)
                 finally:
-                    conn.invalidate()
+                    for conn in conns.values():
+                        conn.invalidate()
         except Exception as exc:  # best effort: presence_ttl cleans up anyway
             log_event("could not remove this node's presence on shutdown", 30,
                       redis=self.where, error=describe(exc))
@@ -446,11 +556,11 @@ class RedisBackplane(Reader, Presence, Backplane):
             return
         st = self._watched[room] = WatchedRoom(room_channel(room))
         self._channels[st.channel] = room
-        conn = self._sub
+        conn = self._sub_for(room)
         if conn is None:
             return
         try:
-            conn.send_command(b"SUBSCRIBE", st.channel)
+            conn.send_command(b"SSUBSCRIBE", st.channel)
             await self._ping(conn)
         except FAILURES:
             return
@@ -463,10 +573,11 @@ class RedisBackplane(Reader, Presence, Backplane):
         if st.epoch is not None and st.last is not None:
             self._saw(room, st.epoch, st.last)  # still a floor for later publishes (§17)
         self._channels.pop(st.channel, None)
-        conn = self._sub
+        conn = self._sub_for(room)
         if conn is not None:
             with contextlib.suppress(*FAILURES):
-                conn.send_command(b"UNSUBSCRIBE", st.channel)
+                conn.send_command(b"SUNSUBSCRIBE", st.channel)
+                self._unsubscribing[st.channel] = self._unsubscribing.get(st.channel, 0) + 1
 
     def _watched_rooms(self) -> list[str]:
         return list(self._watched)

@@ -1,20 +1,24 @@
-"""What every part of the Redis backplane shares: the command connection, readiness, and
-running a script with failures turned into errors a caller can act on."""
+"""What every part of the Redis backplane shares: the command connections (one, or one per
+primary of a Redis Cluster, chosen by the hash slot of a script's first key), readiness,
+and running a script with failures turned into errors a caller can act on."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import trio
 from coredis.connection import BaseConnection
+from coredis.exceptions import AskError, MovedError, ReadOnlyError, RedisError
 from coredis.exceptions import ConnectionError as RedisConnectionError
-from coredis.exceptions import ReadOnlyError, RedisError
 
 from roomcast.backplane.base import BackplaneUnavailable
+from roomcast.backplane.redis.keys import CHUNK, key_slot
 from roomcast.backplane.redis.scripts import Script, evalsha
 from roomcast.settings import Settings
 
 FAILURES = (RedisError, TimeoutError, OSError, trio.TooSlowError)
+T = TypeVar("T")
 
 
 def describe(exc: BaseException) -> str:
@@ -36,7 +40,49 @@ class Commands:
     where: str
     down_reason: str
     _ready: bool
-    _cmd: BaseConnection | None
+    _cmd: BaseConnection | None  # the node-wide keys' connection (the only one off Cluster)
+    _cmds: list[BaseConnection]  # every command connection of this session
+    _slot_cmds: list[BaseConnection] | None  # Cluster: each hash slot's primary's connection
+    _slot_cache: dict[str, int]
+
+    def _slot(self, key: str) -> int:
+        """The hash slot of a key, remembered (the publish path asks it every time)."""
+        cache = self._slot_cache
+        slot = cache.get(key)
+        if slot is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            slot = cache[key] = key_slot(key)
+        return slot
+
+    def _conn_for(self, key: str) -> BaseConnection:
+        """The command connection for a script whose first key is `key` ("": none)."""
+        slots = self._slot_cmds
+        conn = self._cmd if slots is None or not key else slots[self._slot(key)]
+        if conn is None:
+            raise RedisConnectionError(self.down_reason or "not connected")
+        return conn
+
+    def _groups(self, items: list[T], key_of: Callable[[T], str]) -> Iterator[list[T]]:
+        """`items` in chunks whose keys share one hash slot on a Cluster (a script may only
+        touch one slot there), of at most CHUNK each."""
+        if self._slot_cmds is None:
+            for i in range(0, len(items), CHUNK):
+                yield items[i:i + CHUNK]
+            return
+        by_slot: dict[int, list[T]] = {}
+        for item in items:
+            by_slot.setdefault(self._slot(key_of(item)), []).append(item)
+        for group in by_slot.values():
+            for i in range(0, len(group), CHUNK):
+                yield group[i:i + CHUNK]
+
+    def _end_session(self, reason: str) -> None:
+        """Close every connection of this session: the next one starts over (finds the
+        master or the slot map again, resubscribes and catches up)."""
+        self.down_reason = self.down_reason or reason
+        for conn in self._cmds:
+            conn.invalidate()
 
     async def _eval(self, conn: BaseConnection, script: Script, keys: list[str],
                     args: list[Any]) -> Any:
@@ -44,11 +90,29 @@ class Commands:
         return await evalsha(conn, script, keys, args, self.command_timeout)
 
     async def _exec(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run a script on the command connection (Redis errors raised as they are)."""
-        conn = self._cmd
-        if conn is None:
-            raise RedisConnectionError(self.down_reason or "not connected")
-        return await self._eval(conn, script, keys, args)
+        """Run a script on the connection of its keys' slot (Redis errors raised as they
+        are; a Cluster that moved the slot ends the session, whose successor asks again)."""
+        conn = self._conn_for(keys[0] if keys else "")
+        try:
+            return await self._eval(conn, script, keys, args)
+        except AskError as exc:
+            self._moved(exc)
+            raise
+
+    async def _command(self, key: str, *args: Any) -> Any:
+        """One plain command on the connection of `key`'s slot, as `_exec`."""
+        conn = self._conn_for(key)
+        try:
+            return await conn.create_request(*args, timeout=self.command_timeout)
+        except AskError as exc:
+            self._moved(exc)
+            raise
+
+    def _moved(self, exc: AskError) -> None:
+        """MOVED: the slot map changed (failover, resharding): start a new session. ASK (a
+        slot half way through a migration) only fails this command."""
+        if isinstance(exc, MovedError):
+            self._end_session(f"the cluster moved a slot ({describe(exc)})")
 
     async def _call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script now, or raise BackplaneUnavailable (never guess an answer)."""
@@ -66,8 +130,7 @@ class Commands:
                 f"redis at {self.where} did not answer within {self.command_timeout:g} s"
             ) from exc
         except FAILURES as exc:
-            if isinstance(exc, ReadOnlyError) and self._cmd is not None:
+            if isinstance(exc, ReadOnlyError):
                 # A replica now (failed over): end the session, find the master again.
-                self.down_reason = f"{self.where} became a replica"
-                self._cmd.invalidate()
+                self._end_session(f"{self.where} became a replica")
             raise BackplaneUnavailable(f"redis at {self.where}: {describe(exc)}") from exc

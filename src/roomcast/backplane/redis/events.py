@@ -3,27 +3,52 @@
 A room's transitions come out of the presence script (its first user anywhere, its last
 one gone); a user's out of `user_set`, which keeps each node's count of the user's live
 connections. The script that made a transition tells this node, whose sender sends it.
-A "gone" also waits in Redis (`rc:evdue`) for `events_delay`: whoever takes it out first
-acts on it, once — its node when due (`still_gone`), a return (no news when sooner than
-the delay; after it, the returning node sends both), or the heartbeat's sweep of another
-node when its own node stopped first. A dead node's users and rooms are reaped by another
-node's heartbeat, whose scripts report their "gone" transitions just the same.
+A "gone" also waits in Redis for `events_delay`, as `pending` in the room's (user's) own
+numbering hash: whoever clears it first acts on it, once — its node when due
+(`still_gone`), a return (no news when sooner than the delay; after it, the returning node
+sends both), or the heartbeat's sweep of another node when its own node stopped first. The
+sweep finds them in a node-wide index (`rc:{rc}:evdue`), written after the transition (it
+lives in another hash slot on a Redis Cluster); an index entry whose gone was claimed
+already is only dropped. A dead node's users and rooms are reaped by another node's
+heartbeat, whose scripts report their "gone" transitions just the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from roomcast.backplane.base import Transitions
 from roomcast.backplane.redis.commands import FAILURES, Commands, describe
-from roomcast.backplane.redis.keys import EVENTS_DUE, user_keys, user_member
-from roomcast.backplane.redis.scripts import EVENT_GONE, EVENT_SWEEP, USER_SET
+from roomcast.backplane.redis.keys import (
+    EVENTS_DUE,
+    NODES,
+    NODESTATS,
+    node_index,
+    presence_keys,
+    room_channel,
+    room_events_key,
+    user_keys,
+    user_member,
+)
+from roomcast.backplane.redis.scripts import (
+    EVENT_GONE,
+    EVENT_SWEEP,
+    INDEX,
+    REAP,
+    REAP_ROOM,
+    REAP_USER,
+    USER_SET,
+    Script,
+)
 from roomcast.log import event as log_event
 
 KEEP_MS = 30 * 86400 * 1000  # a key's transition numbering outlives 30 quiet days
 SWEEP_GRACE_MS = 1000  # a "gone" this overdue is taken by whichever node sweeps first
+Run = Callable[[Script, list[str], list[Any]], Awaitable[Any]]
 
 
 class Events(Commands):
@@ -42,35 +67,64 @@ class Events(Commands):
             return ""
         return int(self.settings.events_delay * 1000)
 
-    def _report(self, kind: str, name: str, reply: list[Any]) -> None:
-        """Pass a script's {dir, seq, gone, gone_ms} on to the sender."""
+    def _ev_key(self, kind: str, name: str) -> str:
+        return room_events_key(name) if kind == "room" else user_keys(name)[1]
+
+    async def _report(self, kind: str, name: str, reply: list[Any]) -> None:
+        """Pass a script's {dir, seq, gone, gone_ms, due_ms} on to the sender; a "gone" goes
+        into the due index too, for another node's sweep should this one stop first."""
         if self.transitions is None:
             return
-        direction, seq, gone, gone_ms = (int(x) for x in reply[:4])
+        direction, seq, gone, gone_ms, due_ms = (int(x) for x in reply[:5])
         if direction == 1:
             self.transitions.transition(kind, name, True, seq, gone or None,
                                         gone_ms / 1000 if gone else None)
         elif direction == -1:
             self.transitions.transition(kind, name, False, seq)
+            try:
+                await self._command(EVENTS_DUE, b"ZADD", EVENTS_DUE, due_ms,
+                                    f"{kind}\0{name}\0{seq}")
+            except FAILURES as exc:  # this node still sends it when due; only a sweep misses it
+                log_event("could not index a pending gone event in redis", 30,
+                          redis=self.where, error=describe(exc), event_kind=kind, event_name=name)
 
-    def _reaped(self, reply: Any) -> bool:
-        """A reap step's reply: report the rooms and users it emptied; True once done."""
-        if not isinstance(reply, list):
-            return int(reply) == 1
-        for i in range(1, len(reply) - 2, 3):
-            kind, name = bytes(reply[i]).decode(), bytes(reply[i + 1]).decode()
-            self._report(kind, name, [-1, reply[i + 2], 0, 0])
-        return int(reply[0]) == 1
+    async def _reap(self, node: str, only_if_dead: bool, run: Run) -> None:
+        """Remove a node's presence and user entries, a hundred at a time: each in its own
+        slot (publishing `left`, reporting emptied rooms and users), then from the node's
+        index, so a reaper that dies half way leaves them for the next one."""
+        index = node_index(node)
+        delay = self._delay_ms()
+        for _ in range(1000):
+            reply = await run(REAP, [NODES, NODESTATS, index],
+                              [node, "1" if only_if_dead else "0"])
+            if int(reply[0]) != 0:
+                return
+            members = [bytes(m) for m in reply[1:]]
+            for member in members:
+                room, _, user = member.decode(errors="replace").partition("\0")
+                if not room:
+                    count, ev = user_keys(user)
+                    result = await run(REAP_USER, [count, ev], [node, delay, KEEP_MS])
+                    await self._report("user", user, result)
+                else:
+                    p, pu = presence_keys(room)
+                    result = await run(REAP_ROOM, [p, pu, room_events_key(room)], [
+                        node, user, room_channel(room), delay, KEEP_MS])
+                    await self._report("room", room, result)
+            await run(INDEX, [index], ["0", 0, *members])
 
     async def _sweep_events(self) -> None:
         """Take the "gone" events their own node left overdue (it stopped) and send them."""
         if self.transitions is None:
             return
-        reply = await self._exec(EVENT_SWEEP, [EVENTS_DUE],
-                                 [SWEEP_GRACE_MS, self._delay_ms()])
-        for i in range(0, len(reply) - 1, 2):
-            kind, name, seq = bytes(reply[i]).decode().split("\0")
-            self.transitions.gone(kind, name, int(seq), int(float(reply[i + 1])) / 1000)
+        reply = await self._exec(EVENT_SWEEP, [EVENTS_DUE], [SWEEP_GRACE_MS])
+        for raw in reply:
+            member = bytes(raw)
+            kind, name, seq = member.decode().split("\0")
+            claimed = await self._exec(EVENT_GONE, [self._ev_key(kind, name)], [seq])
+            if int(claimed[0]) == 1:
+                self.transitions.gone(kind, name, int(seq), int(claimed[1]) / 1000)
+            await self._command(EVENTS_DUE, b"ZREM", EVENTS_DUE, member)
 
     def user_connections(self, user_id: str, connections: int) -> None:
         """Record this node's count of the user's connections; pushed to Redis in order by
@@ -96,19 +150,30 @@ class Events(Commands):
         for user in list(self._users_dirty):
             self._users_dirty.discard(user)
             count, ev = user_keys(user)
+            n = self._users.get(user, 0)
+            member = user_member(user)
             try:
-                reply = await self._exec(USER_SET, [count, ev, self._index, EVENTS_DUE], [
-                    self.instance, self._users.get(user, 0), user_member(user),
-                    self._delay_ms(), KEEP_MS, 3 * self._presence_ttl_ms, user])
+                if n > 0:  # indexed first, so a reaper finds whatever this node leaves
+                    await self._exec(INDEX, [self._index], [
+                        "1", 3 * self._presence_ttl_ms, member])
+                reply = await self._exec(USER_SET, [count, ev], [
+                    self.instance, n, self._delay_ms(), KEEP_MS])
+                if n == 0:
+                    await self._exec(INDEX, [self._index], ["0", 0, member])
             except FAILURES as exc:
                 self._users_dirty.add(user)
                 log_event("could not record a user's connections in redis", 30,
                           redis=self.where, error=describe(exc))
                 return
-            self._report("user", user, reply)
+            await self._report("user", user, reply)
 
     async def still_gone(self, kind: str, name: str, seq: int | None) -> bool:
         """Take the "gone" numbered `seq` out of Redis: True when this node did (nobody
         came back and no other node sent it), so it is the one to send it."""
-        member = f"{kind}\0{name}\0{seq if seq is not None else 0}"
-        return int(await self._call(EVENT_GONE, [EVENTS_DUE], [member])) == 1
+        number = seq if seq is not None else 0
+        reply = await self._call(EVENT_GONE, [self._ev_key(kind, name)], [number])
+        if int(reply[0]) != 1:
+            return False
+        with contextlib.suppress(*FAILURES):  # a stale index entry is only dropped later
+            await self._command(EVENTS_DUE, b"ZREM", EVENTS_DUE, f"{kind}\0{name}\0{number}")
+        return True

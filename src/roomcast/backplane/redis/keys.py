@@ -1,21 +1,26 @@
 """Where the Redis backplane keeps things: key names, channels and the message format.
 
-Layout (prefix `rc:`; every key expires, so dead rooms and dead nodes vanish):
+Layout (prefix `rc:`; every key expires, so dead rooms and dead nodes vanish). Every key
+has a hash tag, and every script touches the keys of one tag only, so the same scripts run
+on one Redis and on a Redis Cluster: a room's keys and its channel share the room's slot,
+a user's the user's, and the node-wide keys the slot of `{rc}`.
 
     rc:{ROOM}:o   last offset (string)         rc:{ROOM}:e   epoch (string)
     rc:{ROOM}:h   history: LIST of "<ms> <payload>", newest last, contiguous offsets
     rc:{ROOM}:k   idempotency key -> offset     rc:{ROOM}:kt  idempotency key -> ms (ZSET)
     rc:{ROOM}:p   presence: "<node>\\0<user>" -> "<count>|<info json>"
     rc:{ROOM}:pu  presence: user -> connections on every node
-    rc:c:ROOM     the room's pub/sub channel    rc:control    disconnect / revoke
-    rc:nodes      node -> ms its heartbeat runs out (ZSET)
-    rc:nodestats  node -> {"node", "connections", "users"} as of its last heartbeat
-    rc:n:NODE:i   the node's presence entries, "<room>\\0<user>" (SET), for reaping
-    rc:revoked    jti -> unix time the revocation can be forgotten (ZSET)
-    rc:{ROOM}:ev  room events (protocol §13): {seq, down_ms, down_seq}
+    rc:{ROOM}:c   the room's channel (sharded pub/sub: SPUBLISH / SSUBSCRIBE)
+    rc:control    disconnect / revoke (classic pub/sub: every node hears it)
+    rc:{rc}:nodes      node -> ms its heartbeat runs out (ZSET)
+    rc:{rc}:nodestats  node -> {"node", "connections", "users"} as of its last heartbeat
+    rc:{rc}:n:NODE:i   the node's presence entries, "<room>\\0<user>" (SET), for reaping
+    rc:{rc}:revoked    jti -> unix time the revocation can be forgotten (ZSET)
+    rc:{ROOM}:ev  room events (protocol §13): {seq, down_ms, down_seq, pending}
     rc:{u:USER}:uc   node -> the user's live connections there (with room events on)
     rc:{u:USER}:uev  user events, as rc:{ROOM}:ev
-    rc:evdue      room and user "gone" events waiting for events_delay (ZSET by due ms)
+    rc:{rc}:evdue      an index of the "gone" events waiting for events_delay (ZSET by due
+                       ms); the event itself is claimed in its own key (`pending`)
 
 Messages on a room channel are `m<offset> <epoch> <event as JSON>\\n<payload>` (the event
 rides in a small header so filters need not parse the payload) or presence events
@@ -29,11 +34,12 @@ from __future__ import annotations
 import msgspec
 
 PREFIX = "rc:"
+GLOBAL = PREFIX + "{rc}:"  # the node-wide keys: one hash slot
 CONTROL_CHANNEL = PREFIX + "control"
-NODES = PREFIX + "nodes"
-NODESTATS = PREFIX + "nodestats"
-REVOKED = PREFIX + "revoked"
-EVENTS_DUE = PREFIX + "evdue"
+NODES = GLOBAL + "nodes"
+NODESTATS = GLOBAL + "nodestats"
+REVOKED = GLOBAL + "revoked"
+EVENTS_DUE = GLOBAL + "evdue"
 CHUNK = 200  # rooms per batched script call or SUBSCRIBE command
 
 
@@ -69,13 +75,50 @@ def user_member(user_id: str) -> str:
 
 
 def room_channel(room: str) -> bytes:
-    """The pub/sub channel that carries the room's messages and presence events."""
-    return f"{PREFIX}c:{room}".encode()
+    """The shard channel that carries the room's messages and presence events (in the
+    room's hash slot, so the room's scripts can SPUBLISH to it)."""
+    return f"{PREFIX}{{{room}}}:c".encode()
+
+
+def room_channel_key(room: str) -> str:
+    """A key in the room's hash slot (its offset), to group rooms by slot."""
+    return f"{PREFIX}{{{room}}}:o"
 
 
 def node_index(instance: str) -> str:
     """The set of a node's presence entries, read when the node is reaped."""
-    return f"{PREFIX}n:{instance}:i"
+    return f"{GLOBAL}n:{instance}:i"
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC16 = _crc16_table()
+SLOTS = 16384
+
+
+def key_slot(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of a key or shard channel: CRC16 (XMODEM) of its hash tag
+    (what is between the first `{` and the next `}`, when not empty) or else of all of it,
+    modulo 16384."""
+    data = key.encode() if isinstance(key, str) else key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1:end]
+    crc = 0
+    table = _CRC16
+    for byte in data:
+        crc = ((crc << 8) & 0xFF00) ^ table[((crc >> 8) ^ byte) & 0xFF]
+    return crc % SLOTS
 
 
 class EntryView(msgspec.Struct):

@@ -17,17 +17,22 @@ from roomcast.backplane.base import Sink
 from roomcast.backplane.redis.commands import FAILURES, Commands, describe
 from roomcast.backplane.redis.events import KEEP_MS, Events
 from roomcast.backplane.redis.keys import (
-    CHUNK,
-    EVENTS_DUE,
     NODES,
     NODESTATS,
-    PREFIX,
-    node_index,
     presence_keys,
     room_channel,
+    room_channel_key,
     room_events_key,
+    room_keys,
 )
-from roomcast.backplane.redis.scripts import HEARTBEAT, PRESENCE_GET, PRESENCE_SET, REAP, RENEW
+from roomcast.backplane.redis.scripts import (
+    ALIVE,
+    HEARTBEAT,
+    INDEX,
+    PRESENCE_GET,
+    PRESENCE_SET,
+    RENEW,
+)
 from roomcast.log import event as log_event
 
 _json_encode = msgspec.json.encode
@@ -76,13 +81,17 @@ class Presence(Events, Commands):
             while key in self._dirty:
                 self._dirty.discard(key)
                 count, info = self._mine.get(key, (0, b"{}"))
-                reply = await self._exec(PRESENCE_SET, [
-                    p, pu, self._index, room_events_key(room), EVENTS_DUE], [
-                    self.instance, user, count, info, room_channel(room),
-                    3 * self._presence_ttl_ms, f"{room}\0{user}", self._delay_ms(), KEEP_MS,
-                    room])
+                member = f"{room}\0{user}"
+                ttl = 3 * self._presence_ttl_ms
+                if count > 0:  # indexed first, so a reaper finds whatever this node leaves
+                    await self._exec(INDEX, [self._index], ["1", ttl, member])
+                reply = await self._exec(PRESENCE_SET, [p, pu, room_events_key(room)], [
+                    self.instance, user, count, info, room_channel(room), ttl,
+                    self._delay_ms(), KEEP_MS])
+                if count == 0:
+                    await self._exec(INDEX, [self._index], ["0", 0, member])
                 if isinstance(reply, list):
-                    self._report("room", room, reply[1:])
+                    await self._report("room", room, reply[1:])
         except FAILURES:
             self._dirty.add(key)  # sent again by the heartbeat once Redis answers
         except BaseException:
@@ -92,7 +101,8 @@ class Presence(Events, Commands):
             self._inflight.discard(key)
 
     async def presence(self, room: str) -> list[dict[str, Any]]:
-        reply = cast(list[Any], await self._call(PRESENCE_GET, [presence_keys(room)[0], NODES], []))
+        alive = cast(list[Any], await self._call(ALIVE, [NODES], []))
+        reply = cast(list[Any], await self._call(PRESENCE_GET, [presence_keys(room)[0]], alive))
         users = []
         for i in range(0, len(reply), 3):
             try:
@@ -138,21 +148,15 @@ class Presence(Events, Commands):
         await self._renew()
         for dead in reply[1:]:
             node = bytes(dead).decode()
-            for _ in range(1000):
-                done = await self._exec(REAP, [NODES, NODESTATS, node_index(node), EVENTS_DUE],
-                                        [node, PREFIX, "1", KEEP_MS, self._delay_ms()])
-                if self._reaped(done):
-                    break
+            await self._reap(node, True, self._exec)
             log_event("reaped a dead node's presence", node=node)
         await self._sweep_events()
 
     async def _renew(self) -> None:
         """Keep the stream keys of watched rooms and the presence keys of ours alive."""
-        watched = self._watched_rooms()
-        present = list({room for room, _ in self._mine})
-        rooms = watched + present
-        for i in range(0, len(rooms), CHUNK):
-            chunk = rooms[i:i + CHUNK]
-            n_watched = max(0, min(len(watched) - i, len(chunk)))
-            await self._exec(RENEW, [], [
-                PREFIX, self._room_ttl_ms, 3 * self._presence_ttl_ms, n_watched, *chunk])
+        for rooms, keys_of, ttl in (
+                (self._watched_rooms(), lambda r: room_keys(r)[:2], self._room_ttl_ms),
+                (list({room for room, _ in self._mine}), presence_keys,
+                 3 * self._presence_ttl_ms)):
+            for group in self._groups(rooms, room_channel_key):
+                await self._exec(RENEW, [k for room in group for k in keys_of(room)], [ttl])

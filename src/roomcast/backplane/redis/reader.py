@@ -1,5 +1,6 @@
-"""The receiving side of the Redis backplane: one pub/sub connection carries every watched
-room's messages, presence events and control events to the node's Sink.
+"""The receiving side of the Redis backplane: the pub/sub connections (one, or one per
+primary of a Redis Cluster) carry every watched room's messages and presence events
+(sharded pub/sub, `smessage`) and the control events (`message`) to the node's Sink.
 
 Per node, the reader remembers the stream (epoch) and the last offset it delivered in each
 room; a message that skips ahead (the pub/sub connection dropped while Redis stayed up)
@@ -36,10 +37,10 @@ from coredis.connection import BaseConnection
 from roomcast.backplane.base import Sink
 from roomcast.backplane.redis.commands import Commands
 from roomcast.backplane.redis.keys import (
-    CHUNK,
     CONTROL_CHANNEL,
     REVOKED,
     entry_decoder,
+    room_channel_key,
     room_keys,
     strip_time,
 )
@@ -67,6 +68,7 @@ class Reader(Commands):
 
     _watched: dict[str, WatchedRoom]
     _channels: dict[bytes, str]
+    _unsubscribing: dict[bytes, int]  # SUNSUBSCRIBEs sent and not yet confirmed, per channel
     _events: dict[bytes, str | None]
     _revoked_seen: dict[str, float]
     _room_ttl_ms: int
@@ -83,8 +85,11 @@ class Reader(Commands):
         control = CONTROL_CHANNEL.encode()
         channels = self._channels
         async for push in conn.push_messages:
-            if push[0] != b"message":
-                continue  # subscribe / unsubscribe confirmations
+            kind = push[0]
+            if kind != b"smessage" and kind != b"message":
+                if kind == b"sunsubscribe":
+                    self._unsubscribed(cast(bytes, push[1]))
+                continue  # other subscribe / unsubscribe confirmations
             channel = cast(bytes, push[1])
             data = cast(bytes, push[2])
             if channel == control:
@@ -110,6 +115,18 @@ class Reader(Commands):
                 self._accept(sink, room, st, offset, epoch, data[nl + 1:], event)
             elif data[:1] == b"p":
                 self._on_presence(sink, room, data)
+
+    def _unsubscribed(self, channel: bytes) -> None:
+        """A SUNSUBSCRIBE confirmation: ours (unwatch), or the Cluster's when the channel's
+        slot moved to another primary (failover, resharding): then the session starts over,
+        subscribing where the slot lives now and catching up."""
+        pending = self._unsubscribing.get(channel, 0)
+        if pending > 1:
+            self._unsubscribing[channel] = pending - 1
+        elif pending == 1:
+            del self._unsubscribing[channel]
+        elif channel in self._channels:
+            self._end_session("the cluster moved a watched room's slot")
 
     def _event(self, raw: bytes) -> str | None:
         value: str | None = msgspec.json.decode(raw)
@@ -210,8 +227,7 @@ class Reader(Commands):
         under the same epoch (acknowledged writes were lost): a new epoch, offset 0, empty
         history; the catch-up then resets the room's subscribers. Runs before the node is
         ready, so this node never assigns an offset twice in one epoch."""
-        for i in range(0, len(floors), CHUNK):
-            chunk = floors[i:i + CHUNK]
+        for chunk in self._groups(floors, lambda floor: room_channel_key(floor[0])):
             keys = [k for room, _, _ in chunk for k in room_keys(room)]
             args: list[Any] = [new_epoch(), self._room_ttl_ms]
             for _, epoch, offset in chunk:
@@ -232,8 +248,7 @@ class Reader(Commands):
         """After a reconnect: deliver what was published while pub/sub was down, after a
         reset where the room's stream was replaced (epochs are compared first)."""
         known = [(room, st) for room, st in rooms if st.last is not None]
-        for i in range(0, len(known), CHUNK):
-            chunk = known[i:i + CHUNK]
+        for chunk in self._groups(known, lambda item: room_channel_key(item[0])):
             keys = [k for room, _ in chunk for k in room_keys(room)[:2]]
             reply = cast(list[Any], await self._exec(OFFSETS, keys, []))
             for j, (room, st) in enumerate(chunk):

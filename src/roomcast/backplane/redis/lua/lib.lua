@@ -71,6 +71,6 @@ local function publish_one(now, epoch, channel, head, tail, event, idem, size, h
     redis.call('PEXPIRE', KEYS[4], window)
     redis.call('PEXPIRE', KEYS[5], window)
   end
-  redis.call('PUBLISH', channel, 'm' .. soffset .. ' ' .. epoch .. ' ' .. event .. '\n' .. payload)
+  redis.call('SPUBLISH', channel, 'm' .. soffset .. ' ' .. epoch .. ' ' .. event .. '\n' .. payload)
   return offset, 0
 end

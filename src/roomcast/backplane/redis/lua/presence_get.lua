@@ -1,21 +1,13 @@
--- KEYS p nodes -> {user, connections, info, ...} over the nodes whose heartbeat is alive
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- KEYS p; ARGV node... (the live ones) -> {user, connections, info, ...} over those nodes
 local alive = {}
+for _, n in ipairs(ARGV) do alive[n] = true end
 local users = {}
 local order = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local f = all[i]
   local sep = string.find(f, '\0', 1, true)
-  local node = string.sub(f, 1, sep - 1)
-  local ok = alive[node]
-  if ok == nil then
-    local s = redis.call('ZSCORE', KEYS[2], node)
-    ok = (s ~= false and s ~= nil and tonumber(s) > now)
-    alive[node] = ok
-  end
-  if ok then
+  if alive[string.sub(f, 1, sep - 1)] then
     local user = string.sub(f, sep + 1)
     local v = all[i + 1]
     local bar = string.find(v, '|', 1, true)
