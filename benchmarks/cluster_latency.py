@@ -1,10 +1,22 @@
-"""What the Redis backplane costs: cross-node latency and each node's message rate.
+"""What the Redis backplane costs: CPU per publish, cross-node latency, each node's rates.
 
-    .venv/bin/python -m benchmarks.cluster_latency [--messages 2000] [--rate 500] [--sentinel]
+    .venv/bin/python -m benchmarks.cluster_latency [--sentinel | --cluster]
+        [--only latency throughput intake coredis publish-cost]
+        [--publish-rate 5000] [--publish-count 20000] [--publish-rounds 3] [--profile FILE]
 
-Starts its own redis-server (no persistence) and `roomcast serve` processes on 127.0.0.1,
-then measures:
+Starts its own Redis (no persistence) and `roomcast serve` processes on 127.0.0.1, then
+measures:
 
+- publish cost (`publish-cost`): publishers on node A (16 connections, round robin, at most
+  32 unanswered publishes each) at a fixed total rate (5,000/s), one subscriber on node B;
+  per publish, the CPU time A spent (its process's user + system time over the run), B's
+  per delivered message, each Redis process's (summed over the primaries of a cluster;
+  replicas and sentinels apart) and this client's; the cross-node p50/p99 delivery
+  latency at that rate; the rate achieved (the client is one epoll loop and says when a
+  node, not it, held the rate back: `saturated`). As a reference, the same on one node
+  with the memory backplane (its CPU covers the publish and the delivery). `--profile`
+  adds one more run on Redis while py-spy samples node A, and summarizes where A's time
+  went (self and cumulative, by function and by line);
 - latency, publisher's send -> subscriber's receive, at a steady rate well below
   saturation: one node with the memory backplane; one node on Redis (publisher and
   subscriber on the same node); two nodes on Redis (publisher on one, subscriber on the
@@ -12,13 +24,14 @@ then measures:
   machine p99 mostly measures who else wanted the CPU: the load average is recorded);
 - the cross-node throughput: publishers on node A as fast as they can (a window of
   unanswered publishes each), one subscriber on node B;
-- node B's pub/sub intake: messages PUBLISHed straight into the room's Redis channel (as
+- node B's pub/sub intake: messages SPUBLISHed straight into the room's shard channel (as
   the publish script would) and counted at B's subscriber, with B's CPU seconds per
   message, so the reader's own cost shows apart from the publish path.
 
-With `--sentinel` the nodes on Redis use `redis+sentinel://` (a master, a replica and three
-sentinels, all started here): the same measurements with asynchronous replication to a
-replica on the same machine.
+With `--sentinel` the nodes use `redis+sentinel://` (a master, a replica and three
+sentinels): the same measurements with asynchronous replication to a replica on the same
+machine. With `--cluster` they use `redis+cluster://` over a Redis Cluster of 3 primaries
+with a replica each (benchmarks/redis_topologies.py starts it).
 
 Every process is ours and is killed by PID at the end; traffic stays on 127.0.0.1.
 """
@@ -26,18 +39,19 @@ Every process is ours and is killed by PID at the end; traffic stays on 127.0.0.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import math
 import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from array import array
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -46,15 +60,30 @@ import jwt
 import trio
 import trio_websocket
 
+from benchmarks.redis_topologies import (
+    Topology,
+    command_stats,
+    free_port,
+    primary_for,
+    redis_server,
+    redis_topology,
+)
+from benchmarks.wsclient import (
+    CONNECTED,
+    ERROR,
+    PUBLISHED,
+    SAMPLE_ALL,
+    SUBSCRIBED,
+    Conn,
+    Loop,
+    client_frame,
+    stamp_payload,
+)
+
+__all__ = ["SECRET", "cpu_seconds", "free_port", "redis_server", "token"]  # workers_scaling
+
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def token(sub: str) -> str:
@@ -69,80 +98,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-@contextmanager
-def redis_server(*extra: str, port: int = 0, config: str | None = None) -> Iterator[int]:
-    """A redis-server (a sentinel with `config`) on a free port, killed by PID at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: run `bash scripts/setup.sh --test`")
-    port = port or free_port()
-    args = ([config, "--sentinel"] if config else
-            ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             *extra])
-    process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-        yield port
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def ask(port: int, command: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(command + b"\r\n")
-        return s.recv(65536)
-
-
-@contextmanager
-def sentinel_topology() -> Iterator[tuple[int, str]]:
-    """A master, a replica and three sentinels; yields the master's port and the URL."""
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        master = stack.enter_context(redis_server())
-        replica = stack.enter_context(redis_server("--replicaof", "127.0.0.1", str(master)))
-        while b"master_link_status:up" not in ask(replica, b"INFO replication"):
-            time.sleep(0.05)
-        ports = []
-        for i in range(3):
-            port = free_port()
-            conf = f"{tmp}/sentinel{i}.conf"
-            with open(conf, "w") as f:
-                f.write(f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
-                        f"sentinel monitor m 127.0.0.1 {master} 2\n"
-                        "sentinel down-after-milliseconds m 1000\n")
-            ports.append(stack.enter_context(redis_server(port=port, config=conf)))
-        deadline = time.monotonic() + 30
-        while not all(b"3 usable" in ask(p, b"SENTINEL ckquorum m") for p in ports):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sentinels did not find each other")
-            time.sleep(0.1)
-        hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
-        yield master, f"redis+sentinel://{hosts}/m/0"
-
-
-@contextmanager
-def redis_backplane(sentinel: bool) -> Iterator[tuple[int, str]]:
-    """The (master's) port and the backplane URL: one redis-server, or Sentinel."""
-    if sentinel:
-        with sentinel_topology() as started:
-            yield started
-    else:
-        with redis_server() as port:
-            yield port, f"redis://127.0.0.1:{port}/0"
 
 
 class Node:
@@ -166,7 +121,11 @@ class Node:
             if b" listening " in self.log.read():
                 break
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node {name} did not start")
+                self.log.seek(0)
+                tail = self.log.read()[-1500:].decode(errors="replace")
+                self.kill()
+                raise RuntimeError(f"node {name} (--backplane {backplane}) did not start; "
+                                   f"its stderr ends with:\n{tail}")
             time.sleep(0.05)
 
     def url(self, sub: str) -> str:
@@ -300,20 +259,25 @@ async def throughput(pub_url: str, sub_url: str, messages: int, publishers: int,
     return out
 
 
-async def intake(redis_port: int, sub_url: str, messages: int, sub_pid: int) -> dict[str, float]:
-    """Messages PUBLISHed straight into a room's channel, counted at a subscriber."""
+async def intake(topology: Topology, sub_url: str, messages: int, sub_pid: int
+                 ) -> dict[str, float]:
+    """Messages SPUBLISHed straight into a room's shard channel (as the publish script
+    would, on the primary that owns it), counted at a subscriber."""
+    from roomcast.backplane.redis.keys import room_channel
+
     room = f"in-{time.monotonic_ns()}"
+    channel = room_channel(room)
+    redis_port = primary_for(topology, channel)
     async with ws(sub_url) as sub:
         reply = await subscribe(sub, room)
         epoch = reply["rooms"][room]["epoch"].encode()
-        channel = f"rc:c:{room}".encode()
         commands = []
         for offset in range(1, messages + 1):
             payload = (b'{"type":"message","room":"%s","offset":%d,"event":null,'
                        b'"data":{"n":%d},"sender":null,"ts":"2026-01-01T00:00:00.000Z"}'
                        % (room.encode(), offset, offset))
             body = b"m%d %s null\n%s" % (offset, epoch, payload)
-            commands.append(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+            commands.append(b"*3\r\n$8\r\nSPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
                             % (len(channel), channel, len(body), body))
         received = 0
         finished = trio.Event()
@@ -395,47 +359,325 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class RateLoad(Loop):
+    """Publisher connections to one node at a fixed total rate and a subscriber on another
+    (or the same) node, all in one epoll loop (benchmarks.wsclient, raw sockets), so that
+    the client is not what limits the rate; each phase says whether it held the rate (the
+    rate achieved, how far the sends fell behind, how often a window was full)."""
+
+    def __init__(self, pub_port: int, sub_port: int, room: str, publishers: int, window: int,
+                 size: int) -> None:
+        super().__init__(pub_port, sample=SAMPLE_ALL)
+        self.room = room
+        self.window = window
+        self.size = size
+        self.pubs = [Conn(k, token=token(f"pub{k}")) for k in range(publishers)]
+        self.sub = Conn(publishers, room, token=token("sub"))
+        self.sent = [0] * publishers
+        self.acked = [0] * publishers
+        self.opened = 0
+        self.subscribed = False
+        self.errors: Counter[str] = Counter()
+        self.lost: list[str] = []
+        self._head = b'{"type":"publish","room":%b,"data":' % json.dumps(room).encode()
+        for conn in self.pubs:
+            self._connect_to(conn, pub_port)
+        self._connect_to(self.sub, sub_port)
+
+    def _connect_to(self, conn: Conn, port: int) -> None:
+        self.port = port  # Loop.connect dials self.port
+        self.connect(conn)
+
+    def on_text(self, conn: Conn, payload: bytes) -> None:
+        if payload.startswith(PUBLISHED):
+            self.acked[conn.index] += 1
+        elif payload.startswith(CONNECTED):
+            self.opened += 1
+            if conn is self.sub:
+                self.send_text(conn, json.dumps(
+                    {"type": "subscribe", "id": "s", "rooms": [self.room]}).encode())
+        elif payload.startswith(SUBSCRIBED):
+            self.subscribed = True
+        elif payload.startswith(ERROR):
+            self.errors[payload[:200].decode(errors="replace")] += 1
+
+    def on_closed(self, conn: Conn, code: int | None, why: str) -> None:
+        self.lost.append(f"connection {conn.index} closed ({code} {why})")
+
+    def _check(self, what: str, deadline: float) -> None:
+        if self.lost or self.errors:
+            raise RuntimeError(f"{what}: {self.lost} {dict(self.errors)} "
+                               f"{dict(self.failures)}; see the nodes' logs")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: timed out (sent {sum(self.sent)}, acked "
+                               f"{sum(self.acked)}, delivered {self.sub.messages})")
+
+    def ready(self, timeout: float = 30) -> None:
+        """Every connection open, the subscriber subscribed."""
+        deadline = time.monotonic() + timeout
+        while self.opened < len(self.pubs) + 1 or not self.subscribed:
+            self._check("connecting the rate load", deadline)
+            self.poll(0.05)
+
+    def phase(self, count: int, rate: float, seconds: float = math.inf) -> dict[str, Any]:
+        """Publish `count` stamped messages at `rate`/s, or fewer if `seconds` run out first
+        (round robin over the connections, each with at most `window` unanswered), then
+        wait until every one is answered and delivered. Latencies of this phase's
+        deliveries are left in self.samples."""
+        self.samples = array("q")
+        delivered0 = self.sub.messages
+        n = len(self.pubs)
+        sent = waits = 0
+        behind = 0.0
+        t0 = time.monotonic()
+        stop = t0 + seconds
+        deadline = t0 + min(2 * count / rate, 2 * seconds) + 30
+        while sent < count:
+            now = time.monotonic()
+            if now > stop:
+                count = sent
+                break
+            due = min(count, int((now - t0) * rate) + 1)
+            frames: list[list[bytes]] = [[] for _ in range(n)]
+            while sent < due:
+                k = sent % n
+                if self.sent[k] - self.acked[k] >= self.window:
+                    waits += 1  # the node is behind: wait for its answers
+                    break
+                frames[k].append(client_frame(
+                    self._head + stamp_payload(self.size, time.monotonic_ns()) + b"}",
+                    self.pubs[k].mask))
+                self.sent[k] += 1
+                sent += 1
+            for k, batch in enumerate(frames):
+                if batch:
+                    self.send(self.pubs[k], b"".join(batch))
+            lag = now - (t0 + sent / rate)
+            behind = max(behind, lag)
+            self._check("publishing", deadline)
+            self.poll(0.001 if sent < due else max(0.0, t0 + sent / rate - time.monotonic()))
+        t_last = time.monotonic()
+        while self.sub.messages - delivered0 < count or sum(self.acked) < sum(self.sent):
+            self._check("waiting for answers and deliveries", deadline)
+            self.poll(0.01)
+        achieved = (count - 1) / (t_last - t0)
+        return {"publishes": count, "rate_target": rate, "rate_achieved": achieved,
+                "saturated": achieved < 0.97 * rate,
+                "behind_schedule_max_ms": 1000 * max(0.0, behind), "waits_for_window": waits,
+                "seconds": time.monotonic() - t0}
+
+
+def _percentiles(samples_ns: array[int]) -> dict[str, float]:
+    got = sorted(samples_ns)
+    return {"p50_ms": got[len(got) // 2] / 1e6, "p99_ms": got[int(len(got) * 0.99) - 1] / 1e6,
+            "max_ms": got[-1] / 1e6}
+
+
+def _py_spy() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    found = beside if os.path.exists(beside) else shutil.which("py-spy")
+    if found is None:
+        sys.exit("--profile needs py-spy: run `.venv/bin/pip install py-spy`")
+    return found
+
+
+def publish_cost(pub: Node, sub: Node, redis_pids: dict[str, list[int]],
+                 args: argparse.Namespace, profile: str | None = None) -> dict[str, Any]:
+    """CPU per publish on each process at a fixed publish rate, and the delivery latency.
+
+    Publishers on `pub`, one subscriber on `sub` (the same node for the memory backplane).
+    With `profile`, py-spy records `pub` for --profile-seconds into that file (raw, folded
+    stacks) while the phase runs a little longer than that."""
+    load = RateLoad(pub.port, sub.port, f"cost-{time.monotonic_ns()}", args.publishers,
+                    args.window, args.payload_size)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        load.ready()
+        load.phase(max(100, args.publish_count // 10), args.publish_rate)  # warm-up
+        count, seconds = args.publish_count, math.inf
+        if profile is not None:  # publish for longer than py-spy records
+            count, seconds = 10**9, args.profile_seconds + 2
+            spy = subprocess.Popen(
+                [_py_spy(), "record", "--pid", str(pub.process.pid), "--duration",
+                 str(args.profile_seconds), "--rate", str(args.profile_hz), "--format", "raw",
+                 "-o", profile], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE)
+        pids = {"pub": [pub.process.pid], "sub": [sub.process.pid]}
+        pids.update({f"redis_{role}": p for role, p in redis_pids.items()})
+        before = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        own0 = own_cpu()
+        out = load.phase(count, args.publish_rate, seconds)
+        count = out["publishes"]
+        after = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        own = own_cpu() - own0
+        if spy is not None:
+            _, err = spy.communicate(timeout=args.profile_seconds + 30)
+            if spy.returncode != 0:
+                raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+        out.update(_percentiles(load.samples))
+    finally:
+        load.abort_all()
+        if spy is not None and spy.poll() is None:
+            os.kill(spy.pid, signal.SIGKILL)
+            spy.wait()
+    us = {name: 1e6 * (after[name] - before[name]) / count for name in pids}
+    if pub is sub:
+        out["node_cpu_us_per_publish"] = us["pub"]
+    else:
+        out["pub_node_cpu_us_per_publish"] = us["pub"]
+        out["sub_node_cpu_us_per_message"] = us["sub"]
+    plural = {"primary": "primaries", "replica": "replicas", "sentinel": "sentinels"}
+    for name, ps in redis_pids.items():
+        key = plural.get(name, name) if len(ps) > 1 else name
+        out[f"redis_{key}_cpu_us_per_publish"] = us[f"redis_{name}"]
+    out["client_cpu_us_per_publish"] = 1e6 * own / count
+    return out
+
+
+def summarize_profile(path: str, top: int = 20) -> dict[str, Any]:
+    """Self and cumulative shares of py-spy's folded stacks (samples where the node was
+    running, not waiting), by function and by line; frames in nearly every sample (the
+    entry point, the run loop) are left out of the cumulative list."""
+    self_fn: Counter[str] = Counter()
+    self_line: Counter[str] = Counter()
+    total_fn: Counter[str] = Counter()
+    samples = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            count = int(n)
+            samples += count
+            frames = stack.split(";")
+            self_line[frames[-1]] += count
+            names = [frame.split(":")[0] + ")" if ":" in frame else frame for frame in frames]
+            self_fn[names[-1]] += count
+            for name in set(names):
+                total_fn[name] += count
+
+    def shares(counter: Counter[str]) -> list[str]:
+        return [f"{100 * c / samples:5.1f}%  {name}" for name, c in counter.most_common()
+                if c < 0.9 * samples][:top]
+
+    return {"samples": samples, "self_by_function": shares(self_fn),
+            "self_by_line": shares(self_line), "cumulative_by_function": shares(total_fn)}
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    out["saturated"] = any(r["saturated"] for r in runs)
+    for key in runs[0]:
+        if key.endswith("cpu_us_per_publish") or key.endswith("per_message") or key == "p99_ms":
+            out[f"{key}_each_round"] = [round(r[key], 1) for r in runs]
+    return out
+
+
+def publish_costs(topology: Topology, args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved rounds: one node on the memory backplane, then two nodes on Redis
+    (publishers on A, the subscriber on B); then, with --profile, a profiled run on A."""
+    results: dict[str, Any] = {}
+    with nodes(("solo", "memory"), ("a", topology.url), ("b", topology.url)) as (solo, a, b):
+        memory: list[dict[str, Any]] = []
+        redis: list[dict[str, Any]] = []
+        for _ in range(args.publish_rounds):
+            memory.append(publish_cost(solo, solo, {}, args))
+            redis.append(publish_cost(a, b, topology.pids, args))
+        results["memory_one_node"] = _medians(memory)
+        results[f"{topology.kind}_redis_cross_node"] = _medians(redis)
+        # Over every round, warm-ups included: what the scripts cost inside Redis.
+        results["redis_primaries_commandstats"] = dict(list(
+            command_stats(topology.ports["primary"]).items())[:6])
+        if args.profile:
+            results["profiled_run_on_a"] = publish_cost(a, b, topology.pids, args,
+                                                        profile=args.profile)
+            results["profile_of_a"] = summarize_profile(args.profile)
+    return results
+
+
+MEASUREMENTS = ("latency", "throughput", "intake", "coredis", "publish-cost")
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"messages": args.messages, "rate": args.rate,
-                               "rounds": args.rounds, "load_before": os.getloadavg()[0]}
-    with redis_backplane(args.sentinel) as (redis_port, url):
+    only = set(args.only)
+    results: dict[str, Any] = {"load_before": os.getloadavg()[0]}
+    kind = "cluster" if args.cluster else "sentinel" if args.sentinel else "single"
+    with redis_topology(kind) as topology:
+        url, redis_port = topology.url, topology.port
         results["backplane"] = url.split("://")[0]
-        with nodes(("solo", "memory"), ("a", url), ("b", url)) as (solo, a, b):
-            # Interleaved rounds, so a burst of load from elsewhere hits every scenario alike.
-            scenarios = {"latency_memory_one_node": (solo, solo),
-                         "latency_redis_same_node": (a, a),
-                         "latency_redis_cross_node": (a, b)}
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
-            for _ in range(args.rounds):
-                for name, (pub, sub) in scenarios.items():
-                    runs[name].append(await latency(
-                        pub.url("p"), sub.url("s"), args.messages, args.rate))
-            for name, got in runs.items():
-                results[name] = {key: statistics.median(r[key] for r in got)
-                                 for key in got[0]}
-                results[name]["p99_ms_each_round"] = [r["p99_ms"] for r in got]
-        with nodes(("a", url), ("b", url)) as (a, b):
-            results["throughput_cross_node"] = await throughput(
-                a.url("p"), b.url("s"), args.flood, 4, 64, a.process.pid, b.process.pid)
-            results["intake_one_node"] = await intake(
-                redis_port, b.url("s"), args.flood, b.process.pid)
-        with nodes(("solo2", "memory")) as (solo,):
-            results["throughput_memory_one_node"] = await throughput(
-                solo.url("p"), solo.url("s"), args.flood, 4, 64, solo.process.pid,
-                solo.process.pid)
-        results["coredis_reader_alone"] = await coredis_reader(redis_port, args.flood)
+        results["redis_processes"] = {role: len(p) for role, p in topology.pids.items()}
+        print(f"redis ({kind}) is up: {url}, PIDs {topology.pids}", file=sys.stderr)
+        if "latency" in only:
+            results["latency"] = {"messages": args.messages, "rate": args.rate,
+                                  "rounds": args.rounds}
+            with nodes(("solo", "memory"), ("a", url), ("b", url)) as (solo, a, b):
+                # Interleaved rounds, so a burst of load from elsewhere hits every scenario
+                # alike.
+                scenarios = {"latency_memory_one_node": (solo, solo),
+                             "latency_redis_same_node": (a, a),
+                             "latency_redis_cross_node": (a, b)}
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+                for _ in range(args.rounds):
+                    for name, (pub, sub) in scenarios.items():
+                        runs[name].append(await latency(
+                            pub.url("p"), sub.url("s"), args.messages, args.rate))
+                for name, got in runs.items():
+                    results[name] = {key: statistics.median(r[key] for r in got)
+                                     for key in got[0]}
+                    results[name]["p99_ms_each_round"] = [r["p99_ms"] for r in got]
+        if only & {"throughput", "intake"}:
+            with nodes(("a", url), ("b", url)) as (a, b):
+                if "throughput" in only:
+                    results["throughput_cross_node"] = await throughput(
+                        a.url("p"), b.url("s"), args.flood, 4, 64, a.process.pid,
+                        b.process.pid)
+                if "intake" in only:
+                    results["intake_one_node"] = await intake(
+                        topology, b.url("s"), args.flood, b.process.pid)
+        if "throughput" in only:
+            with nodes(("solo2", "memory")) as (solo,):
+                results["throughput_memory_one_node"] = await throughput(
+                    solo.url("p"), solo.url("s"), args.flood, 4, 64, solo.process.pid,
+                    solo.process.pid)
+        if "coredis" in only:
+            results["coredis_reader_alone"] = await coredis_reader(redis_port, args.flood)
+        if "publish-cost" in only:
+            results["publish_cost"] = {
+                "rate": args.publish_rate, "publishes": args.publish_count,
+                "rounds": args.publish_rounds, "publishers": args.publishers,
+                "window": args.window, "payload_bytes": args.payload_size,
+                **publish_costs(topology, args)}
     results["load_after"] = os.getloadavg()[0]
     return results
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS),
+                        help="the measurements to run (default: all)")
     parser.add_argument("--messages", type=int, default=2000, help="per latency run")
     parser.add_argument("--rate", type=float, default=500.0, help="publishes/s in latency runs")
     parser.add_argument("--flood", type=int, default=20000, help="messages per rate run")
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds (median)")
-    parser.add_argument("--sentinel", action="store_true",
-                        help="nodes on redis+sentinel:// (master, replica, three sentinels)")
+    topology = parser.add_mutually_exclusive_group()
+    topology.add_argument("--sentinel", action="store_true",
+                          help="nodes on redis+sentinel:// (master, replica, three sentinels)")
+    topology.add_argument("--cluster", action="store_true",
+                          help="nodes on redis+cluster:// (3 primaries, 1 replica each)")
+    cost = parser.add_argument_group("publish cost")
+    cost.add_argument("--publish-rate", type=float, default=5000.0,
+                      help="publishes/s, all publisher connections together")
+    cost.add_argument("--publish-count", type=int, default=20000, help="publishes per round")
+    cost.add_argument("--publish-rounds", type=int, default=3, help="rounds (median)")
+    cost.add_argument("--publishers", type=int, default=16, help="publisher connections")
+    cost.add_argument("--window", type=int, default=32,
+                      help="unanswered publishes per publisher connection at most")
+    cost.add_argument("--payload-size", type=int, default=100, help="bytes of `data` JSON")
+    cost.add_argument("--profile", metavar="FILE",
+                      help="after the rounds, py-spy node A during one more run into FILE "
+                           "(folded stacks) and summarize it")
+    cost.add_argument("--profile-seconds", type=int, default=10)
+    cost.add_argument("--profile-hz", type=int, default=200, help="py-spy samples per second")
     args = parser.parse_args()
     results = trio.run(main, args)
     print(json.dumps(results, indent=2))
