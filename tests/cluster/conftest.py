@@ -1,5 +1,11 @@
-"""A real redis-server per test (on a free port, so a test can kill and restart it), and
-several roomcast nodes sharing it (protocol §9)."""
+"""The Redis topologies every cluster test runs on, and several roomcast nodes sharing one
+(protocol §9).
+
+A test that takes the `redis` fixture runs once per topology: `single`, a redis-server of
+its own on a free port (so it can kill and restart it), and `cluster`, a Redis Cluster of
+three primaries with a replica each, shared by the session and emptied before each test. A
+test that kills, pauses or inspects the one server is marked `single_redis` and runs on
+`single` only; the Sentinel and Cluster failovers have tests of their own."""
 
 from __future__ import annotations
 
@@ -9,13 +15,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
 from roomcast.router import Router
+from tests.cluster.rediscluster import RedisCluster, running_cluster
 from tests.support import WAIT, ServerProcess, free_port, running_server
 
 REDIS_START = 10.0  # seconds redis-server may take to answer PING on a busy machine
@@ -86,6 +94,49 @@ class RedisServer:
         self.start()
 
 
+
+
+TOPOLOGIES = ("single", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that takes `redis` on each topology (`single_redis` ones on one)."""
+    if "redis" in metafunc.fixturenames:
+        single = metafunc.definition.get_closest_marker("single_redis") is not None
+        metafunc.parametrize("redis", ("single",) if single else TOPOLOGIES, indirect=True)
+
+
+class ClusterTopology:
+    """The session's Redis Cluster, seen by a test through the fixture's `url`."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self.cluster = cluster
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+
+@pytest.fixture(scope="session")
+def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as topology:
+        yield topology
+
+
+@pytest.fixture
+def redis(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The test's Redis: a redis-server of its own, or the session's cluster, emptied."""
+    if getattr(request, "param", "single") == "cluster":
+        shared: RedisCluster = request.getfixturevalue("shared_redis_cluster")
+        shared.flushall()
+        yield ClusterTopology(shared)
+        return
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 import trio
 
 from roomcast.client import (
@@ -26,6 +27,8 @@ from tests.support import WAIT, make_token, ws_url
 
 BACK = 15.0  # seconds a node may take to notice Redis is back
 FAST = Backoff(initial=0.05, factor=1.5, maximum=0.5)
+
+pytestmark = pytest.mark.single_redis  # kills and restarts its one redis-server
 
 
 def token(sub: str) -> str:

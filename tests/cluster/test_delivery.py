@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from tests.cluster.conftest import RedisServer, cluster, wait_until
@@ -146,6 +147,7 @@ async def test_an_idempotency_key_is_forgotten_after_the_window(redis: RedisServ
         assert await b.publish_result("once", {}, idempotency_key="k149") == (152, False)
 
 
+@pytest.mark.single_redis
 async def test_a_node_subscribes_in_redis_only_to_rooms_it_has_subscribers_in(
     redis: RedisServer,
 ) -> None:

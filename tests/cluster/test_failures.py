@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from roomcast.backplane import BackplaneUnavailable
@@ -12,6 +13,8 @@ from tests.cluster.conftest import RedisServer, cluster, wait_until
 from tests.support import connect, http_request
 
 BACK = 15.0  # seconds a node may take to notice Redis is back (backoff is at most 2 s)
+
+pytestmark = pytest.mark.single_redis  # kills and restarts its one redis-server
 
 
 async def test_with_redis_down_nodes_are_unready_and_publishes_fail_as_unavailable(

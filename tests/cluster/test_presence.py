@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import pytest
 import trio
 
 from tests.cluster.conftest import RedisServer, cluster, wait_until
@@ -85,6 +86,7 @@ async def test_a_node_that_stops_takes_its_users_out_of_presence_at_once(
         assert set(await presence_of(watcher, "hall")) == {"watcher"}
 
 
+@pytest.mark.single_redis
 async def test_presence_is_restored_after_redis_restarts_empty(redis: RedisServer) -> None:
     async with cluster(redis, "n1", "n2") as (a, b), connect(a, token("amy")) as amy, \
             connect(b, token("bob")) as bob:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from roomcast.metrics_export import registry_for, render
@@ -14,6 +15,8 @@ from tests.cluster.conftest import RedisServer, cluster, wait_until
 from tests.support import Client, connect
 
 BACK = 15.0  # seconds a node may take to notice Redis is back
+
+pytestmark = pytest.mark.single_redis  # kills and restarts its one redis-server
 
 
 def slow_to_reconnect(node: Router, delay: float) -> None:

@@ -42,9 +42,9 @@ class Application:
     send: trio.MemorySendChannel[Received] | None = None
     receive: trio.MemoryReceiveChannel[Received] | None = None
 
-    async def next(self) -> Received:
+    async def next(self, timeout: float = WAIT) -> Received:
         assert self.receive is not None
-        with trio.fail_after(WAIT):
+        with trio.fail_after(timeout):
             return await self.receive.receive()
 
     async def next_of(self, name: str) -> dict[str, Any]:

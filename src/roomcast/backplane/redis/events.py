@@ -7,15 +7,15 @@ A "gone" also waits in Redis for `events_delay`, as `pending` in the room's (use
 numbering hash: whoever clears it first acts on it, once — its node when due
 (`still_gone`), a return (no news when sooner than the delay; after it, the returning node
 sends both), or the heartbeat's sweep of another node when its own node stopped first. The
-sweep finds them in a node-wide index (`rc:{rc}:evdue`), written after the transition (it
-lives in another hash slot on a Redis Cluster); an index entry whose gone was claimed
-already is only dropped. A dead node's users and rooms are reaped by another node's
+sweep finds them in a node-wide index (`rc:{rc}:evdue`, another hash slot on a Redis
+Cluster), written before any script that may leave a room or user gone, so a node that dies
+right after the transition still leaves it indexed; an entry with nothing pending is
+dropped by the sweep. A dead node's users and rooms are reaped by another node's
 heartbeat, whose scripts report their "gone" transitions just the same.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +35,9 @@ from roomcast.backplane.redis.keys import (
     user_member,
 )
 from roomcast.backplane.redis.scripts import (
+    DUE_ADD,
+    DUE_DROP,
+    EVENT_CLAIM,
     EVENT_GONE,
     EVENT_SWEEP,
     INDEX,
@@ -70,23 +73,23 @@ class Events(Commands):
     def _ev_key(self, kind: str, name: str) -> str:
         return room_events_key(name) if kind == "room" else user_keys(name)[1]
 
-    async def _report(self, kind: str, name: str, reply: list[Any]) -> None:
-        """Pass a script's {dir, seq, gone, gone_ms, due_ms} on to the sender; a "gone" goes
-        into the due index too, for another node's sweep should this one stop first."""
+    def _report(self, kind: str, name: str, reply: list[Any]) -> None:
+        """Pass a script's {dir, seq, gone, gone_ms, ...} on to the sender."""
         if self.transitions is None:
             return
-        direction, seq, gone, gone_ms, due_ms = (int(x) for x in reply[:5])
+        direction, seq, gone, gone_ms = (int(x) for x in reply[:4])
         if direction == 1:
             self.transitions.transition(kind, name, True, seq, gone or None,
                                         gone_ms / 1000 if gone else None)
         elif direction == -1:
             self.transitions.transition(kind, name, False, seq)
-            try:
-                await self._command(EVENTS_DUE, b"ZADD", EVENTS_DUE, due_ms,
-                                    f"{kind}\0{name}\0{seq}")
-            except FAILURES as exc:  # this node still sends it when due; only a sweep misses it
-                log_event("could not index a pending gone event in redis", 30,
-                          redis=self.where, error=describe(exc), event_kind=kind, event_name=name)
+
+    async def _index_gone(self, kind: str, name: str, run: Run | None = None) -> None:
+        """Before a script that may leave `name` gone: index it for the sweep (room and
+        user events on only)."""
+        if self.transitions is not None:
+            await (run or self._exec)(DUE_ADD, [EVENTS_DUE], [
+                f"{kind}\0{name}", self._delay_ms()])
 
     async def _reap(self, node: str, only_if_dead: bool, run: Run) -> None:
         """Remove a node's presence and user entries, a hundred at a time: each in its own
@@ -104,13 +107,15 @@ class Events(Commands):
                 room, _, user = member.decode(errors="replace").partition("\0")
                 if not room:
                     count, ev = user_keys(user)
+                    await self._index_gone("user", user, run)
                     result = await run(REAP_USER, [count, ev], [node, delay, KEEP_MS])
-                    await self._report("user", user, result)
+                    self._report("user", user, result)
                 else:
                     p, pu = presence_keys(room)
+                    await self._index_gone("room", room, run)
                     result = await run(REAP_ROOM, [p, pu, room_events_key(room)], [
                         node, user, room_channel(room), delay, KEEP_MS])
-                    await self._report("room", room, result)
+                    self._report("room", room, result)
             await run(INDEX, [index], ["0", 0, *members])
 
     async def _sweep_events(self) -> None:
@@ -118,13 +123,15 @@ class Events(Commands):
         if self.transitions is None:
             return
         reply = await self._exec(EVENT_SWEEP, [EVENTS_DUE], [SWEEP_GRACE_MS])
-        for raw in reply:
-            member = bytes(raw)
-            kind, name, seq = member.decode().split("\0")
-            claimed = await self._exec(EVENT_GONE, [self._ev_key(kind, name)], [seq])
-            if int(claimed[0]) == 1:
-                self.transitions.gone(kind, name, int(seq), int(claimed[1]) / 1000)
-            await self._command(EVENTS_DUE, b"ZREM", EVENTS_DUE, member)
+        for i in range(0, len(reply) - 1, 2):
+            member, score = bytes(reply[i]), reply[i + 1]
+            kind, _, name = member.decode().partition("\0")
+            claim = await self._exec(EVENT_CLAIM, [self._ev_key(kind, name)], [
+                self._delay_ms(), SWEEP_GRACE_MS])
+            if int(claim[0]) == 1:
+                self.transitions.gone(kind, name, int(claim[1]), int(claim[2]) / 1000)
+            later = [int(claim[1])] if int(claim[0]) == 2 else []  # pending, not due yet
+            await self._exec(DUE_DROP, [EVENTS_DUE], [member, score, *later])
 
     def user_connections(self, user_id: str, connections: int) -> None:
         """Record this node's count of the user's connections; pushed to Redis in order by
@@ -156,6 +163,8 @@ class Events(Commands):
                 if n > 0:  # indexed first, so a reaper finds whatever this node leaves
                     await self._exec(INDEX, [self._index], [
                         "1", 3 * self._presence_ttl_ms, member])
+                else:
+                    await self._index_gone("user", user)
                 reply = await self._exec(USER_SET, [count, ev], [
                     self.instance, n, self._delay_ms(), KEEP_MS])
                 if n == 0:
@@ -165,15 +174,11 @@ class Events(Commands):
                 log_event("could not record a user's connections in redis", 30,
                           redis=self.where, error=describe(exc))
                 return
-            await self._report("user", user, reply)
+            self._report("user", user, reply)
 
     async def still_gone(self, kind: str, name: str, seq: int | None) -> bool:
         """Take the "gone" numbered `seq` out of Redis: True when this node did (nobody
         came back and no other node sent it), so it is the one to send it."""
         number = seq if seq is not None else 0
         reply = await self._call(EVENT_GONE, [self._ev_key(kind, name)], [number])
-        if int(reply[0]) != 1:
-            return False
-        with contextlib.suppress(*FAILURES):  # a stale index entry is only dropped later
-            await self._command(EVENTS_DUE, b"ZREM", EVENTS_DUE, f"{kind}\0{name}\0{number}")
-        return True
+        return int(reply[0]) == 1  # its index entry is dropped by a later sweep

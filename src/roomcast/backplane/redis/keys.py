@@ -19,8 +19,9 @@ a user's the user's, and the node-wide keys the slot of `{rc}`.
     rc:{ROOM}:ev  room events (protocol §13): {seq, down_ms, down_seq, pending}
     rc:{u:USER}:uc   node -> the user's live connections there (with room events on)
     rc:{u:USER}:uev  user events, as rc:{ROOM}:ev
-    rc:{rc}:evdue      an index of the "gone" events waiting for events_delay (ZSET by due
-                       ms); the event itself is claimed in its own key (`pending`)
+    rc:{rc}:evdue      an index of the rooms and users ("<kind>\\0<name>") whose "gone" may
+                       be waiting for events_delay (ZSET by due ms), written before the
+                       transition; the event itself is claimed in its own key (`pending`)
 
 Messages on a room channel are `m<offset> <epoch> <event as JSON>\\n<payload>` (the event
 rides in a small header so filters need not parse the payload) or presence events

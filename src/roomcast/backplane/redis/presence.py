@@ -85,13 +85,15 @@ class Presence(Events, Commands):
                 ttl = 3 * self._presence_ttl_ms
                 if count > 0:  # indexed first, so a reaper finds whatever this node leaves
                     await self._exec(INDEX, [self._index], ["1", ttl, member])
+                else:
+                    await self._index_gone("room", room)
                 reply = await self._exec(PRESENCE_SET, [p, pu, room_events_key(room)], [
                     self.instance, user, count, info, room_channel(room), ttl,
                     self._delay_ms(), KEEP_MS])
                 if count == 0:
                     await self._exec(INDEX, [self._index], ["0", 0, member])
                 if isinstance(reply, list):
-                    await self._report("room", room, reply[1:])
+                    self._report("room", room, reply[1:])
         except FAILURES:
             self._dirty.add(key)  # sent again by the heartbeat once Redis answers
         except BaseException:
