@@ -2,10 +2,11 @@
 (protocol §9).
 
 A test that takes the `redis` fixture runs once per topology: `single`, a redis-server of
-its own on a free port (so it can kill and restart it), and `cluster`, a Redis Cluster of
-three primaries with a replica each, shared by the session and emptied before each test. A
-test that kills, pauses or inspects the one server is marked `single_redis` and runs on
-`single` only; the Sentinel and Cluster failovers have tests of their own."""
+its own on a free port (so it can kill and restart it); `sentinel`, a master, a replica and
+three sentinels; and `cluster`, a Redis Cluster of three primaries with a replica each. The
+last two are shared by the session and emptied before each test. A test that kills,
+pauses or inspects the one server is marked `single_redis` and runs on `single` only; the
+Sentinel and Cluster failovers have tests of their own."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import trio
 
 from roomcast.router import Router
 from tests.cluster.rediscluster import RedisCluster, running_cluster
+from tests.cluster.sentinels import SentinelSet
+from tests.cluster.sentinels import command as sentinel_command
 from tests.support import WAIT, ServerProcess, free_port, running_server
 
 REDIS_START = 10.0  # seconds redis-server may take to answer PING on a busy machine
@@ -96,7 +99,7 @@ class RedisServer:
 
 
 
-TOPOLOGIES = ("single", "cluster")
+TOPOLOGIES = ("single", "sentinel", "cluster")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -106,15 +109,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("redis", ("single",) if single else TOPOLOGIES, indirect=True)
 
 
-class ClusterTopology:
-    """The session's Redis Cluster, seen by a test through the fixture's `url`."""
+class SharedTopology:
+    """The session's Sentinel set or Redis Cluster, seen by a test through `url`."""
 
-    def __init__(self, cluster: RedisCluster) -> None:
-        self.cluster = cluster
-
-    @property
-    def url(self) -> str:
-        return self.cluster.url
+    def __init__(self, url: str) -> None:
+        self.url = url
 
 
 @pytest.fixture(scope="session")
@@ -123,13 +122,31 @@ def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         yield topology
 
 
+@pytest.fixture(scope="session")
+def shared_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    topology = SentinelSet(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.kill()
+
+
 @pytest.fixture
 def redis(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The test's Redis: a redis-server of its own, or the session's cluster, emptied."""
-    if getattr(request, "param", "single") == "cluster":
+    """The test's Redis: a redis-server of its own, or the session's Sentinel set or
+    Cluster, emptied."""
+    kind = getattr(request, "param", "single")
+    if kind == "cluster":
         shared: RedisCluster = request.getfixturevalue("shared_redis_cluster")
         shared.flushall()
-        yield ClusterTopology(shared)
+        yield SharedTopology(shared.url)
+        return
+    if kind == "sentinel":
+        sentinels: SentinelSet = request.getfixturevalue("shared_sentinels")
+        reply = sentinel_command(sentinels.master_port(), "FLUSHALL")
+        assert reply.startswith(b"+OK"), reply
+        yield SharedTopology(sentinels.url)
         return
     server = RedisServer(free_port())
     server.start()
