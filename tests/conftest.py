@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.cluster.conftest import RedisServer
-from tests.support import free_port
+from tests.cluster.conftest import RedisServer, own_redis
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None,
@@ -27,9 +26,5 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def redis() -> Iterator[RedisServer]:
     """A real redis-server on a free port (killed by its PID at the end; a test may kill
     and restart it)."""
-    server = RedisServer(free_port())
-    server.start()
-    try:
+    with own_redis() as server:
         yield server
-    finally:
-        server.kill()

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -148,6 +148,13 @@ def redis(request: pytest.FixtureRequest) -> Iterator[Any]:
         assert reply.startswith(b"+OK"), reply
         yield SharedTopology(sentinels.url)
         return
+    with own_redis() as server:
+        yield server
+
+
+@contextmanager
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server on a free port, killed by its PID at the end."""
     server = RedisServer(free_port())
     server.start()
     try:

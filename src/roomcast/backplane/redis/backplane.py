@@ -65,7 +65,7 @@ from roomcast.backplane.redis.scripts import (
     Script,
 )
 from roomcast.backplane.redis.sentinel import SCHEME as SENTINEL_SCHEME
-from roomcast.backplane.redis.sentinel import SentinelURL, follow, locate
+from roomcast.backplane.redis.sentinel import SentinelURL, ask_on, follow, locate
 from roomcast.backplane.redis.sentinel import parse as parse_sentinel_url
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
@@ -307,17 +307,7 @@ class RedisBackplane(Reader, Presence, Backplane):
     async def _ask(self, place: tuple[str, int], *command: bytes) -> Any:
         """One command on a connection of its own to `place` (closed after)."""
         conn = self._connection("map", TCPLocation(*place))
-        timeout = self.command_timeout
-        try:
-            async with trio.open_nursery() as nursery:
-                with trio.fail_after(timeout):
-                    await nursery.start(conn.run)
-                try:
-                    return await conn.create_request(*command, timeout=timeout)
-                finally:
-                    conn.invalidate()
-        except BaseExceptionGroup as group:  # the connection's task failing in the nursery
-            raise group.exceptions[0] from None
+        return await ask_on(conn, list(command), self.command_timeout)
 
     async def _map(self, url: ClusterURL) -> tuple[list[tuple[str, int]], list[int]]:
         """The cluster's primaries and each slot's, as the first node that has a whole map

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote
 
 from roomcast.backplane.redis.keys import SLOTS
+from roomcast.backplane.redis.sentinel import split_url
 from roomcast.settings import SettingsError
 
 SCHEME = "redis+cluster://"
@@ -37,22 +37,10 @@ class ClusterURL:
 
 def parse(url: str) -> ClusterURL:
     """Read a `redis+cluster://` URL, or raise SettingsError saying how to write it."""
-    rest = url[len(SCHEME):]
-    credentials = ""
-    if "@" in rest:
-        userinfo, rest = rest.rsplit("@", 1)
-        credentials = quote(unquote(userinfo), safe=":") + "@"
-    hosts, _, path = rest.partition("/")
-    if path.split("?")[0].strip("/") not in ("", "0"):
+    credentials, nodes, path = split_url(url, SCHEME, _FORM)
+    if path.strip("/") not in ("", "0"):
         raise SettingsError(
             f"backplane: a Redis Cluster has only database 0; write {url!r} as {_FORM}")
-    nodes = []
-    for item in hosts.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(
-                f"backplane: {item!r} in {url!r} is not HOST:PORT; write it as {_FORM}")
-        nodes.append((host.strip("[]"), int(port)))
     return ClusterURL(tuple(nodes), credentials)
 
 

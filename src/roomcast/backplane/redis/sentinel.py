@@ -18,7 +18,7 @@ from typing import Any, cast
 from urllib.parse import quote, unquote
 
 import trio
-from coredis.connection import TCPConnection, TCPLocation
+from coredis.connection import BaseConnection, TCPConnection, TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from roomcast.backplane.redis.commands import FAILURES, describe
@@ -42,24 +42,32 @@ class SentinelURL:
         return f"redis://{self.credentials}{host}:{port}/{self.db}"
 
 
-def parse(url: str) -> SentinelURL:
-    """Read a `redis+sentinel://` URL, or raise SettingsError saying how to write it."""
-    rest = url[len(SCHEME):]
+def split_url(url: str, scheme: str, form: str) -> tuple[str, list[tuple[str, int]], str]:
+    """A `SCHEME[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][/PATH]` URL: the credentials as
+    written (quoted, with `@`, or ""), the addresses, and the path; SettingsError saying how
+    to write it otherwise."""
+    rest = url[len(scheme):]
     credentials = ""
     if "@" in rest:
         userinfo, rest = rest.rsplit("@", 1)
         credentials = quote(unquote(userinfo), safe=":") + "@"
     hosts, _, path = rest.partition("/")
-    parts = [p for p in path.split("?")[0].split("/") if p]
-    if not hosts or not parts or len(parts) > 2:
-        raise SettingsError(f"backplane: cannot use {url!r}; write it as {_FORM}")
-    sentinels = []
+    addresses = []
     for item in hosts.split(","):
         host, _, port = item.strip().rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingsError(
-                f"backplane: {item!r} in {url!r} is not HOST:PORT; write it as {_FORM}")
-        sentinels.append((host.strip("[]"), int(port)))
+                f"backplane: {item!r} in {url!r} is not HOST:PORT; write it as {form}")
+        addresses.append((host.strip("[]"), int(port)))
+    return credentials, addresses, path.split("?")[0]
+
+
+def parse(url: str) -> SentinelURL:
+    """Read a `redis+sentinel://` URL, or raise SettingsError saying how to write it."""
+    credentials, sentinels, path = split_url(url, SCHEME, _FORM)
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise SettingsError(f"backplane: cannot use {url!r}; write it as {_FORM}")
     db = parts[1] if len(parts) == 2 else "0"
     if not db.isdigit():
         raise SettingsError(f"backplane: database {db!r} in {url!r} is not a number")
@@ -68,8 +76,12 @@ def parse(url: str) -> SentinelURL:
 
 async def ask(host: str, port: int, command: list[bytes], timeout: float) -> Any:
     """One command to one sentinel, on a connection of its own (closed after)."""
-    conn = TCPConnection(TCPLocation(host, port), connect_timeout=timeout,
-                         stream_timeout=timeout)
+    return await ask_on(TCPConnection(TCPLocation(host, port), connect_timeout=timeout,
+                                      stream_timeout=timeout), command, timeout)
+
+
+async def ask_on(conn: BaseConnection, command: list[bytes], timeout: float) -> Any:
+    """One command on `conn`, a connection not yet running, closed after."""
     try:
         async with trio.open_nursery() as nursery:
             with trio.fail_after(timeout):
