@@ -48,8 +48,8 @@ from roomcast.backplane.redis.keys import (
     entry_decoder,
     node_index,
     room_channel,
-    room_channel_key,
     room_keys,
+    room_slot_key,
     strip_time,
 )
 from roomcast.backplane.redis.presence import Presence
@@ -304,11 +304,6 @@ class RedisBackplane(Reader, Presence, Backplane):
                 self.down_reason = self.down_reason or "the connection to Redis closed"
                 session.cancel()
 
-    async def _ask(self, place: tuple[str, int], *command: bytes) -> Any:
-        """One command on a connection of its own to `place` (closed after)."""
-        conn = self._connection("map", TCPLocation(*place))
-        return await ask_on(conn, list(command), self.command_timeout)
-
     async def _map(self, url: ClusterURL) -> tuple[list[tuple[str, int]], list[int]]:
         """The cluster's primaries and each slot's, as the first node that has a whole map
         says (the primaries of the last map are asked first, then the URL's nodes)."""
@@ -316,7 +311,8 @@ class RedisBackplane(Reader, Presence, Backplane):
         failures = []
         for place in seeds:
             try:
-                reply = await self._ask(place, b"CLUSTER", b"SLOTS")
+                conn = self._connection("map", TCPLocation(*place))
+                reply = await ask_on(conn, [b"CLUSTER", b"SLOTS"], self.command_timeout)
                 primaries, owner = slot_owners(reply, place[0])
             except (*FAILURES, ValueError) as exc:
                 failures.append(f"{place[0]}:{place[1]}: {describe(exc)}")
@@ -342,7 +338,7 @@ class RedisBackplane(Reader, Presence, Backplane):
     def _sub_for(self, room: str) -> BaseConnection | None:
         """The pub/sub connection of the primary that owns the room's slot."""
         slots = self._slot_subs
-        return self._sub if slots is None else slots[self._slot(room_channel_key(room))]
+        return self._sub if slots is None else slots[self._slot(room_slot_key(room))]
 
     async def _locate(self, url: SentinelURL) -> None:
         """Ask the sentinels where the master is now; this session connects there."""
@@ -386,7 +382,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         rooms = list(self._watched.items())
         assert self._sub is not None
         self._sub.send_command(b"SUBSCRIBE", CONTROL_CHANNEL.encode())
-        for group in self._groups(rooms, lambda item: room_channel_key(item[0])):
+        for group in self._groups(rooms, lambda item: room_slot_key(item[0])):
             conn = self._sub_for(group[0][0])
             assert conn is not None
             conn.send_command(b"SSUBSCRIBE", *[st.channel for _, st in group])

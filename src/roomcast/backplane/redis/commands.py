@@ -99,15 +99,6 @@ class Commands:
             self._moved(exc)
             raise
 
-    async def _command(self, key: str, *args: Any) -> Any:
-        """One plain command on the connection of `key`'s slot, as `_exec`."""
-        conn = self._conn_for(key)
-        try:
-            return await conn.create_request(*args, timeout=self.command_timeout)
-        except AskError as exc:
-            self._moved(exc)
-            raise
-
     def _moved(self, exc: AskError) -> None:
         """MOVED: the slot map changed (failover, resharding): start a new session. ASK (a
         slot half way through a migration) only fails this command."""

@@ -74,10 +74,10 @@ class Events(Commands):
         return room_events_key(name) if kind == "room" else user_keys(name)[1]
 
     def _report(self, kind: str, name: str, reply: list[Any]) -> None:
-        """Pass a script's {dir, seq, gone, gone_ms, ...} on to the sender."""
+        """Pass a script's {dir, seq, gone, gone_ms} on to the sender."""
         if self.transitions is None:
             return
-        direction, seq, gone, gone_ms = (int(x) for x in reply[:4])
+        direction, seq, gone, gone_ms = (int(x) for x in reply)
         if direction == 1:
             self.transitions.transition(kind, name, True, seq, gone or None,
                                         gone_ms / 1000 if gone else None)
@@ -180,5 +180,5 @@ class Events(Commands):
         """Take the "gone" numbered `seq` out of Redis: True when this node did (nobody
         came back and no other node sent it), so it is the one to send it."""
         number = seq if seq is not None else 0
-        reply = await self._call(EVENT_GONE, [self._ev_key(kind, name)], [number])
-        return int(reply[0]) == 1  # its index entry is dropped by a later sweep
+        claimed = await self._call(EVENT_GONE, [self._ev_key(kind, name)], [number])
+        return int(claimed) == 1  # its index entry is dropped by a later sweep

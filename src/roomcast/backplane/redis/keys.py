@@ -81,8 +81,8 @@ def room_channel(room: str) -> bytes:
     return f"{PREFIX}{{{room}}}:c".encode()
 
 
-def room_channel_key(room: str) -> str:
-    """A key in the room's hash slot (its offset), to group rooms by slot."""
+def room_slot_key(room: str) -> str:
+    """A key in the room's hash slot (its offset key), to find or group rooms by slot."""
     return f"{PREFIX}{{{room}}}:o"
 
 

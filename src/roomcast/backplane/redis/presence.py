@@ -21,9 +21,9 @@ from roomcast.backplane.redis.keys import (
     NODESTATS,
     presence_keys,
     room_channel,
-    room_channel_key,
     room_events_key,
     room_keys,
+    room_slot_key,
 )
 from roomcast.backplane.redis.scripts import (
     ALIVE,
@@ -160,5 +160,5 @@ class Presence(Events, Commands):
                 (self._watched_rooms(), lambda r: room_keys(r)[:2], self._room_ttl_ms),
                 (list({room for room, _ in self._mine}), presence_keys,
                  3 * self._presence_ttl_ms)):
-            for group in self._groups(rooms, room_channel_key):
+            for group in self._groups(rooms, room_slot_key):
                 await self._exec(RENEW, [k for room in group for k in keys_of(room)], [ttl])

@@ -40,8 +40,8 @@ from roomcast.backplane.redis.keys import (
     CONTROL_CHANNEL,
     REVOKED,
     entry_decoder,
-    room_channel_key,
     room_keys,
+    room_slot_key,
     strip_time,
 )
 from roomcast.backplane.redis.scripts import FENCE, HISTORY, OFFSETS, REVOCATIONS
@@ -227,7 +227,7 @@ class Reader(Commands):
         under the same epoch (acknowledged writes were lost): a new epoch, offset 0, empty
         history; the catch-up then resets the room's subscribers. Runs before the node is
         ready, so this node never assigns an offset twice in one epoch."""
-        for chunk in self._groups(floors, lambda floor: room_channel_key(floor[0])):
+        for chunk in self._groups(floors, lambda floor: room_slot_key(floor[0])):
             keys = [k for room, _, _ in chunk for k in room_keys(room)]
             args: list[Any] = [new_epoch(), self._room_ttl_ms]
             for _, epoch, offset in chunk:
@@ -248,7 +248,7 @@ class Reader(Commands):
         """After a reconnect: deliver what was published while pub/sub was down, after a
         reset where the room's stream was replaced (epochs are compared first)."""
         known = [(room, st) for room, st in rooms if st.last is not None]
-        for chunk in self._groups(known, lambda item: room_channel_key(item[0])):
+        for chunk in self._groups(known, lambda item: room_slot_key(item[0])):
             keys = [k for room, _ in chunk for k in room_keys(room)[:2]]
             reply = cast(list[Any], await self._exec(OFFSETS, keys, []))
             for j, (room, st) in enumerate(chunk):

@@ -1,6 +1,6 @@
 -- KEYS p pu ev; ARGV node user count info channel ttl delay_ms keep_ms
 -- -> the user's cluster total; with delay_ms (room events on, protocol §13)
--- {total, dir, seq, gone, gone_ms, due_ms} as ev_up/ev_down (dir 0: the room neither
+-- {total, dir, seq, gone, gone_ms} as ev_up/ev_down (dir 0: the room neither
 -- filled nor emptied). The node's index of its entries is kept by the caller (another slot).
 local room_before = redis.call('HLEN', KEYS[2])
 local field = ARGV[1] .. '\0' .. ARGV[2]
@@ -30,11 +30,11 @@ elseif before > 0 and total <= 0 then
 end
 if not ARGV[7] or ARGV[7] == '' then return total end
 local room_after = redis.call('HLEN', KEYS[2])
-local ev = {0, 0, 0, 0, 0}
+local ev = {0, 0, 0, 0}
 local delay, keep = tonumber(ARGV[7]), tonumber(ARGV[8])
 if room_before == 0 and room_after > 0 then
   ev = ev_up(KEYS[3], delay, keep)
 elseif room_before > 0 and room_after == 0 then
   ev = ev_down(KEYS[3], delay, keep)
 end
-return {total, ev[1], ev[2], ev[3], ev[4], ev[5]}
+return {total, ev[1], ev[2], ev[3], ev[4]}
