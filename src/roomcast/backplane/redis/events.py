@@ -91,6 +91,21 @@ class Events(Commands):
             await (run or self._exec)(DUE_ADD, [EVENTS_DUE], [
                 f"{kind}\0{name}", self._delay_ms()])
 
+    async def _counted(self, kind: str, name: str, member: str, count: int, script: Script,
+                       keys: list[str], args: list[Any]) -> Any:
+        """Run a script that writes this node's `count` of `member` (a user in a room, or a
+        user's connections) with the node's index kept around it: indexed before a count
+        is written, taken out after a 0 is, so a reaper finds whatever this node leaves;
+        before a 0, `name` is indexed for the sweep too, since it may become gone."""
+        if count > 0:
+            await self._exec(INDEX, [self._index], ["1", 3 * self._presence_ttl_ms, member])
+        else:
+            await self._index_gone(kind, name)
+        reply = await self._exec(script, keys, args)
+        if count == 0:
+            await self._exec(INDEX, [self._index], ["0", 0, member])
+        return reply
+
     async def _reap(self, node: str, only_if_dead: bool, run: Run) -> None:
         """Remove a node's presence and user entries, a hundred at a time: each in its own
         slot (publishing `left`, reporting emptied rooms and users), then from the node's
@@ -158,17 +173,10 @@ class Events(Commands):
             self._users_dirty.discard(user)
             count, ev = user_keys(user)
             n = self._users.get(user, 0)
-            member = user_member(user)
             try:
-                if n > 0:  # indexed first, so a reaper finds whatever this node leaves
-                    await self._exec(INDEX, [self._index], [
-                        "1", 3 * self._presence_ttl_ms, member])
-                else:
-                    await self._index_gone("user", user)
-                reply = await self._exec(USER_SET, [count, ev], [
-                    self.instance, n, self._delay_ms(), KEEP_MS])
-                if n == 0:
-                    await self._exec(INDEX, [self._index], ["0", 0, member])
+                reply = await self._counted("user", user, user_member(user), n, USER_SET,
+                                            [count, ev],
+                                            [self.instance, n, self._delay_ms(), KEEP_MS])
             except FAILURES as exc:
                 self._users_dirty.add(user)
                 log_event("could not record a user's connections in redis", 30,

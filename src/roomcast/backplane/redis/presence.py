@@ -28,7 +28,6 @@ from roomcast.backplane.redis.keys import (
 from roomcast.backplane.redis.scripts import (
     ALIVE,
     HEARTBEAT,
-    INDEX,
     PRESENCE_GET,
     PRESENCE_SET,
     RENEW,
@@ -81,17 +80,11 @@ class Presence(Events, Commands):
             while key in self._dirty:
                 self._dirty.discard(key)
                 count, info = self._mine.get(key, (0, b"{}"))
-                member = f"{room}\0{user}"
-                ttl = 3 * self._presence_ttl_ms
-                if count > 0:  # indexed first, so a reaper finds whatever this node leaves
-                    await self._exec(INDEX, [self._index], ["1", ttl, member])
-                else:
-                    await self._index_gone("room", room)
-                reply = await self._exec(PRESENCE_SET, [p, pu, room_events_key(room)], [
-                    self.instance, user, count, info, room_channel(room), ttl,
-                    self._delay_ms(), KEEP_MS])
-                if count == 0:
-                    await self._exec(INDEX, [self._index], ["0", 0, member])
+                reply = await self._counted(
+                    "room", room, f"{room}\0{user}", count, PRESENCE_SET,
+                    [p, pu, room_events_key(room)],
+                    [self.instance, user, count, info, room_channel(room),
+                     3 * self._presence_ttl_ms, self._delay_ms(), KEEP_MS])
                 if isinstance(reply, list):
                     self._report("room", room, reply[1:])
         except FAILURES:
