@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,13 +26,9 @@ from roomcast.client.errors import ConnectError, ConnectionLost, Disconnected, R
 from roomcast.client.events import (
     CloseInfo,
     Event,
-    HistoryPage,
-    PresenceUser,
-    PublishResult,
     State,
     SubscribeResult,
 )
-from roomcast.client.rules import publish_frame, read_history, read_presence, read_published
 from roomcast.client.session import MAX_ROOMS, Filters
 from roomcast.client.tokens import TokenSource
 from roomcast.codes import CloseCode
@@ -80,57 +75,6 @@ class Client(Lifecycle):
                                      "(the subscription is kept and retried on reconnect)")
             out[room] = waiter.result()  # raises the refusal or Disconnected
         return out
-
-    async def unsubscribe(self, rooms: str | Sequence[str]) -> None:
-        """Stop receiving rooms and forget their positions."""
-        names = [rooms] if isinstance(rooms, str) else list(rooms)
-        self._book.forget(names)
-        if self.state == State.CONNECTED:
-            await self._request({"type": "unsubscribe", "rooms": names})
-
-    async def publish(self, room: str, data: Any, *, event: str | None = None,
-                      idempotency_key: str | None = None,
-                      timeout: float | None = None) -> PublishResult:
-        """Publish into a room. It carries an idempotency key (made up unless given) and is
-        sent again after every reconnect until the server answers, so it is delivered once
-        (`duplicate` says the server had it already)."""
-        key = idempotency_key or secrets.token_hex(16)
-        frame = publish_frame(room, data, event, key)
-        timeout = self.publish_timeout if timeout is None else timeout
-        try:
-            reply = await self._request(frame, timeout, resend=True)
-        except RequestTimeout:
-            raise RequestTimeout(f"no reply to publish within {timeout} s; it may or may not "
-                                 f"have been delivered: retry with idempotency_key={key!r}"
-                                 ) from None
-        return read_published(room, reply)
-
-    async def history(self, room: str, *, since: int | None = None,
-                      limit: int | None = None) -> HistoryPage:
-        """Messages the server keeps for a room (oldest first): after `since`, or the
-        newest `limit` (default 100)."""
-        frame: dict[str, Any] = {"type": "history", "room": room}
-        if since is not None:
-            frame["since"] = since
-        if limit is not None:
-            frame["limit"] = limit
-        return read_history(room, await self._request(frame))
-
-    async def presence(self, room: str) -> list[PresenceUser]:
-        """Who is in a room now."""
-        return read_presence(await self._request({"type": "presence", "room": room}))
-
-    async def ping(self) -> float:
-        """One round trip to the server, in seconds."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await self._request({"type": "ping"}, timeout=self.ping_timeout)
-        return loop.time() - start
-
-    async def refresh(self, token: str | None = None) -> str:
-        """Give the live connection a new token (from the token function unless given);
-        returns the new expiry as the server wrote it."""
-        return await self._refresh_on(token or await self._token())
 
     async def messages(self) -> AsyncIterator[Event]:
         """Messages, presence events, direct frames, resume outcomes (Recovery) and stream

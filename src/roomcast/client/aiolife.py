@@ -22,6 +22,7 @@ from roomcast.client.aiolink import (
     watch_pings,
 )
 from roomcast.client.backoff import DEAD_LINK, DEFAULT_BACKOFF, Backoff
+from roomcast.client.commands import Commands
 from roomcast.client.errors import (
     CommandError,
     ConnectionLost,
@@ -56,7 +57,7 @@ logger = logging.getLogger("roomcast.client")
 BY_THE_CLIENT = "closed by the client"
 
 
-class Lifecycle:
+class Lifecycle(Commands):
     """An asyncio client's connection loop and the state it keeps; `aio.Client` is what
     apps use."""
 
@@ -120,6 +121,9 @@ class Lifecycle:
         return self.state
 
     # ------------------------------------------------------------ the connection loop
+    def _clock(self) -> float:
+        return asyncio.get_running_loop().time()
+
     async def _token(self) -> str:
         if self._next_token is not None:
             token, self._next_token = self._next_token, None
@@ -356,8 +360,3 @@ class Lifecycle:
             if left <= 2:
                 return None  # nothing newer: the server will close with 4401
             await asyncio.sleep(left / 2)
-
-    async def _refresh_on(self, token: str) -> str:
-        reply = await self._request({"type": "refresh", "token": token})
-        self.token = token
-        return str(reply.get("expires_at", ""))

@@ -17,6 +17,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from roomcast.client.backoff import DEAD_LINK, DEFAULT_BACKOFF, Backoff
+from roomcast.client.commands import Commands
 from roomcast.client.errors import (
     CommandError,
     ConnectionLost,
@@ -69,7 +70,7 @@ class Waiter:
     error: RoomcastError | None = None
 
 
-class Lifecycle:
+class Lifecycle(Commands):
     """A client's connection loop and the state it keeps; `Client` is what apps use."""
 
     def __init__(
@@ -148,6 +149,9 @@ class Lifecycle:
         return self.state
 
     # ------------------------------------------------------------ the connection loop
+    def _clock(self) -> float:
+        return trio.current_time()
+
     async def _token(self) -> str:
         if self._next_token is not None:
             token, self._next_token = self._next_token, None
@@ -436,8 +440,3 @@ class Lifecycle:
             if left <= 2:
                 return None  # nothing newer: the server will close with 4401
             await trio.sleep(left / 2)
-
-    async def _refresh_on(self, token: str) -> str:
-        reply = await self._request({"type": "refresh", "token": token})
-        self.token = token
-        return str(reply.get("expires_at", ""))
