@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import math
 import time
@@ -28,7 +27,6 @@ from roomcast.client.errors import (
     ConnectionLost,
     Disconnected,
     RequestTimeout,
-    RoomcastError,
 )
 from roomcast.client.events import (
     CloseInfo,
@@ -96,15 +94,6 @@ class Lifecycle(Commands):
         self._task: asyncio.Task[None] | None = None  # run(), started by connect()
 
     # ------------------------------------------------------------ state
-    @property
-    def subscriptions(self) -> list[str]:
-        """The rooms this client keeps subscribed (across reconnects)."""
-        return list(self._book.subs)
-
-    def position(self, room: str) -> Position | None:
-        """The last offset seen in a room and its epoch (what a resume sends as `since`)."""
-        return self._book.positions.get(room)
-
     def _set_state(self, state: State, close: CloseInfo | None = None) -> None:
         if state == self.state:
             return
@@ -123,19 +112,6 @@ class Lifecycle(Commands):
     # ------------------------------------------------------------ the connection loop
     def _clock(self) -> float:
         return asyncio.get_running_loop().time()
-
-    async def _token(self) -> str:
-        if self._next_token is not None:
-            token, self._next_token = self._next_token, None
-            return token
-        source = self._token_source
-        value: Any = source() if callable(source) else source
-        if inspect.isawaitable(value):
-            value = await value
-        if not isinstance(value, str) or not value:
-            raise RoomcastError("the token function returned no token (it must return a "
-                                "non-empty string)")
-        return value
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until aclose() or a stop code."""

@@ -1,17 +1,20 @@
-"""The commands both clients (Trio and asyncio) share word for word: they only build a
-frame, send it through the client's `_request` and read the reply, so they do not care
-which event loop runs them. Each client's lifecycle provides what is declared here."""
+"""What both clients (Trio and asyncio) share word for word: the commands, which only build
+a frame, send it through the client's `_request` and read the reply, the subscriptions and
+positions kept, and the token asked of the token source; none of it cares which event loop
+runs it. Each client's lifecycle provides what is declared here."""
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from roomcast.client.errors import RequestTimeout
-from roomcast.client.events import HistoryPage, PresenceUser, PublishResult, State
+from roomcast.client.errors import RequestTimeout, RoomcastError
+from roomcast.client.events import HistoryPage, Position, PresenceUser, PublishResult, State
 from roomcast.client.rules import publish_frame, read_history, read_presence, read_published
 from roomcast.client.session import Session
+from roomcast.client.tokens import TokenSource
 
 
 class Commands:
@@ -22,17 +25,38 @@ class Commands:
     publish_timeout: float
     ping_timeout: float
     _book: Session
+    _token_source: TokenSource
+    _next_token: str | None  # a token fetched ahead (refresh), used by the next connection
 
     async def _request(self, frame: dict[str, Any], timeout: float | None = None, *,
                        resend: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def _token(self) -> str:
-        raise NotImplementedError
-
     def _clock(self) -> float:
         """The event loop's clock, in seconds."""
         raise NotImplementedError
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The rooms this client keeps subscribed (across reconnects)."""
+        return list(self._book.subs)
+
+    def position(self, room: str) -> Position | None:
+        """The last offset seen in a room and its epoch (what a resume sends as `since`)."""
+        return self._book.positions.get(room)
+
+    async def _token(self) -> str:
+        if self._next_token is not None:
+            token, self._next_token = self._next_token, None
+            return token
+        source = self._token_source
+        value: Any = source() if callable(source) else source
+        if inspect.isawaitable(value):
+            value = await value
+        if not isinstance(value, str) or not value:
+            raise RoomcastError("the token function returned no token (it must return a "
+                                "non-empty string)")
+        return value
 
     async def unsubscribe(self, rooms: str | Sequence[str]) -> None:
         """Stop receiving rooms and forget their positions."""

@@ -5,7 +5,6 @@ and positions), `backoff` (when to come back), `transport` (the WebSocket IO).""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -124,15 +123,6 @@ class Lifecycle(Commands):
         self._events_send, self._events_receive = trio.open_memory_channel[Event](max_buffer)
 
     # ------------------------------------------------------------ state
-    @property
-    def subscriptions(self) -> list[str]:
-        """The rooms this client keeps subscribed (across reconnects)."""
-        return list(self._book.subs)
-
-    def position(self, room: str) -> Position | None:
-        """The last offset seen in a room and its epoch (what a resume sends as `since`)."""
-        return self._book.positions.get(room)
-
     def _set_state(self, state: State, close: CloseInfo | None = None) -> None:
         if state == self.state:
             return
@@ -151,19 +141,6 @@ class Lifecycle(Commands):
     # ------------------------------------------------------------ the connection loop
     def _clock(self) -> float:
         return trio.current_time()
-
-    async def _token(self) -> str:
-        if self._next_token is not None:
-            token, self._next_token = self._next_token, None
-            return token
-        source = self._token_source
-        value: Any = source() if callable(source) else source
-        if inspect.isawaitable(value):
-            value = await value
-        if not isinstance(value, str) or not value:
-            raise RoomcastError("the token function returned no token (it must return a "
-                                "non-empty string)")
-        return value
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until close() or a stop code."""
