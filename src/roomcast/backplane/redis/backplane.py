@@ -159,7 +159,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._kick = trio.Event()
         self._wake = trio.Event()  # set when the sentinels announce a new master
         self._first_attempt = trio.Event()
-        self._registered = False  # the heartbeat has put this node in rc:nodes
+        self._registered = False  # the heartbeat has put this node in rc:{rc}:nodes
         self.down_reason = ""  # why Redis is unusable, for errors and logs
         # Counters, shown in stats().
         self.received = 0

@@ -35,7 +35,7 @@ local function prune(now, httl)
   end
 end
 -- One message into the open stream (epoch as open_room and fence left it): the idempotency
--- key checked, the next offset assigned, the entry kept in history and PUBLISHed; returns
+-- key checked, the next offset assigned, the entry kept in history and SPUBLISHed; returns
 -- the offset and 1 when the key repeated a publish within the window (nothing done), else 0.
 local function publish_one(now, epoch, channel, head, tail, event, idem, size, httl, window,
                            max_keys)
