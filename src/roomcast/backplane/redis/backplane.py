@@ -67,6 +67,7 @@ from roomcast.backplane.redis.scripts import (
 from roomcast.backplane.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from roomcast.backplane.redis.sentinel import SentinelURL, ask_on, follow, locate
 from roomcast.backplane.redis.sentinel import parse as parse_sentinel_url
+from roomcast.backplane.redis.wire import CommandConnection
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
 from roomcast.protocol import MessageTemplate
@@ -137,11 +138,11 @@ class RedisBackplane(Reader, Presence, Backplane):
         self._ready = False
         self._sink: Sink | None = None  # set by run(); position() may announce a reset
         self._sub: BaseConnection | None = None  # pub/sub (Cluster: the node-wide slot's)
-        self._cmd: BaseConnection | None = None  # commands, pipelined (as _sub)
+        self._cmd: CommandConnection | None = None  # commands, pipelined (as _sub)
         self._subs: list[BaseConnection] = []  # one per primary (one off Cluster)
-        self._cmds: list[BaseConnection] = []
+        self._cmds: list[CommandConnection] = []
         self._slot_subs: list[BaseConnection] | None = None  # Cluster: per hash slot
-        self._slot_cmds: list[BaseConnection] | None = None
+        self._slot_cmds: list[CommandConnection] | None = None
         self._slot_places: list[tuple[str, int]] | None = None  # Cluster: the last map
         self._slot_cache: dict[str, int] = {}
         self._watched: dict[str, WatchedRoom] = {}
@@ -239,6 +240,11 @@ class RedisBackplane(Reader, Presence, Backplane):
         conn: BaseConnection = self._connection_class(location or self._location, **kwargs)
         return conn
 
+    def _command_connection(self, role: str, location: Any = None) -> CommandConnection:
+        """A new (not yet running) command connection (wire.py: the publish path's)."""
+        return CommandConnection(location or self._location, **self._conn_kwargs,
+                                 client_name=f"roomcast-{role}:{self._client_name}")
+
     async def _session(self, sink: Sink) -> None:
         """One life of the connections (pub/sub and commands, to each primary): subscribe
         to every watched room and the control channel, catch up on what was missed, then
@@ -252,7 +258,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         else:
             places = [(self._location.host, self._location.port)]
         pairs = [(self._connection("sub", TCPLocation(*place)),
-                  self._connection("cmd", TCPLocation(*place))) for place in places]
+                  self._command_connection("cmd", TCPLocation(*place))) for place in places]
         failures: list[BaseException] = []
         async with trio.open_nursery() as nursery:
             try:
@@ -358,7 +364,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             self.down_reason = "the sentinels named a new master"
             self._cmd.invalidate()
 
-    async def _check_master(self, conn: BaseConnection) -> None:
+    async def _check_master(self, conn: CommandConnection) -> None:
         """Fail the session unless the server is a master (a sentinel may name a master
         that has just been demoted, and a demoted master answers reads)."""
         with trio.fail_after(self.command_timeout):
@@ -368,7 +374,8 @@ class RedisBackplane(Reader, Presence, Backplane):
             self.down_reason = f"{self.where} is a {role} now; asking the sentinels again"
             raise RedisConnectionError(self.down_reason)
 
-    async def _lifeline(self, conn: BaseConnection, session: trio.CancelScope, *,
+    async def _lifeline(self, conn: BaseConnection | CommandConnection,
+                        session: trio.CancelScope, *,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run a connection; when it ends, so does the session."""
         await conn.run(task_status=task_status)
@@ -402,11 +409,11 @@ class RedisBackplane(Reader, Presence, Backplane):
         if self.reconnects:
             log_event("redis backplane connected", redis=self.where, rooms=len(self._watched))
 
-    async def _ping(self, conn: BaseConnection) -> None:
+    async def _ping(self, conn: BaseConnection | CommandConnection) -> None:
         with trio.fail_after(self.command_timeout):
             await conn.create_request(b"PING")
 
-    async def _keepalive(self, conn: BaseConnection) -> None:
+    async def _keepalive(self, conn: BaseConnection | CommandConnection) -> None:
         """Notice a Redis that stopped answering (not only one that closed the socket)."""
         while True:
             await trio.sleep(self.keepalive_interval)
@@ -425,7 +432,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         Runs shielded while everything else is cancelled, so on connections of its own."""
         if not self._registered:
             return
-        conns: dict[tuple[str, int], BaseConnection] = {}
+        conns: dict[tuple[str, int], CommandConnection] = {}
         try:
             async with trio.open_nursery() as nursery:
 
@@ -433,7 +440,8 @@ class RedisBackplane(Reader, Presence, Backplane):
                     place = self._place_for(keys[0] if keys else NODES)
                     conn = conns.get(place)
                     if conn is None:
-                        conn = conns[place] = self._connection("leave", TCPLocation(*place))
+                        conn = conns[place] = self._command_connection("leave",
+                                                                        TCPLocation(*place))
                         await nursery.start(conn.run)
                     return await self._eval(conn, script, keys, args)
 
