@@ -9,6 +9,7 @@ append prunes only once the oldest entry or key may have expired (a reader alway
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container
@@ -19,9 +20,18 @@ from typing import Final, NamedTuple
 _NEVER: Final = float("inf")
 
 
+_EPOCH_POOL = bytearray()  # random bytes drawn 4 KiB at a time (one syscall per 1024 epochs)
+os.register_at_fork(after_in_child=_EPOCH_POOL.clear)  # a worker never repeats its parent's
+
+
 def new_epoch() -> str:
-    """A fresh random name for a room's history stream, e.g. "e-9f2c41ab"."""
-    return "e-" + secrets.token_hex(4)
+    """A fresh random name for a room's history stream, e.g. "e-9f2c41ab" (the Redis
+    backplane proposes one with every publish, for the case the room has no stream)."""
+    if not _EPOCH_POOL:
+        _EPOCH_POOL.extend(secrets.token_bytes(4096))
+    name = "e-" + _EPOCH_POOL[-4:].hex()
+    del _EPOCH_POOL[-4:]
+    return name
 
 
 class Entry(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import tracemalloc
 from collections.abc import Callable
 
@@ -60,6 +61,24 @@ def test_epoch_is_stable_while_the_room_is_known() -> None:
     assert first.epoch == second.epoch == "e-1"
     assert store.prune(100.0) == 0
     assert store.publish("r", 101.0, payload).epoch == "e-1"
+
+
+def test_epochs_do_not_repeat_across_the_pool_or_a_fork() -> None:
+    """Epochs come from a pool of random bytes: a thousand in a row differ, and a forked
+    worker draws its own (not the ones its parent holds next)."""
+    new_epoch()  # the parent's pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next epochs, then leave without cleanup
+        os.write(write, " ".join(new_epoch() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = set(pipe.read().decode().split())
+    os.waitpid(pid, 0)
+    parent = [new_epoch() for _ in range(3000)]
+    assert len(set(parent)) == 3000 and len(child) == 50
+    assert not child & set(parent)
 
 
 def test_room_gets_new_epoch_and_offsets_restart_after_it_is_forgotten() -> None:

@@ -84,8 +84,8 @@ class CommandConnection:
         self._stream: trio.abc.Stream | None = None
         self._fd = -1
         self._waiters: deque[_Waiter] = deque()
-        self._unsent: list[bytes] = []  # what the socket did not take yet (the writer's)
-        self._wake_writer = trio.Event()
+        self._unsent: list[bytes] = []  # requests not written yet
+        self._writer_parked: trio.lowlevel.Task | None = None  # the writer, while idle
         self._scope: trio.CancelScope | None = None
         self._error: BaseException | None = None  # why it closed, for every later request
         self._ready = False  # the handshake is done
@@ -208,37 +208,39 @@ class CommandConnection:
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _send(self, data: bytes) -> None:
-        """Write now what the socket takes; the writer task sends the rest, in order."""
-        if self._unsent or self._fd < 0:
-            self._unsent.append(data)
-            self._wake_writer.set()
-            return
-        try:
-            sent = write_now(self._fd, data)
-        except OSError as exc:
-            self.invalidate(f"the connection to Redis at {self.location} failed: {exc}")
-            return
-        if sent < len(data):
-            self._unsent.append(data[sent:])
-            self._wake_writer.set()
+        """Queue a request for the writer, waking it when it sleeps: the requests of one
+        scheduler round leave in one write, and Redis answers them in one read."""
+        self._unsent.append(data)
+        task = self._writer_parked
+        if task is not None:
+            self._writer_parked = None
+            trio.lowlevel.reschedule(task)
 
     async def _writer(self) -> None:
-        """Send what `_send` could not (a full socket buffer; every request under TLS)."""
+        """Write what was queued, in order, as one buffer per wake-up."""
         stream, fd = self._stream, self._fd
         assert stream is not None
+        unsent = self._unsent
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._writer_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
         while True:
-            await self._wake_writer.wait()
-            self._wake_writer = trio.Event()
-            while self._unsent:
-                data = b"".join(self._unsent)
-                self._unsent.clear()
-                if fd < 0:
-                    await stream.send_all(data)
-                    continue
-                view = memoryview(data)
-                while view:
-                    await trio.lowlevel.wait_writable(fd)
-                    view = view[write_now(fd, view):]
+            if not unsent:
+                self._writer_parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            data = b"".join(unsent) if len(unsent) > 1 else unsent[0]
+            unsent.clear()
+            if fd < 0:
+                await stream.send_all(data)
+                continue
+            view = memoryview(data)
+            while True:
+                view = view[write_now(fd, view):]
+                if not view:
+                    break
+                await trio.lowlevel.wait_writable(fd)
 
     async def _reader(self) -> None:
         """Parse replies as they come and wake their callers, in order."""
