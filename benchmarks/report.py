@@ -65,6 +65,7 @@ RATIO_METRICS = {
 FLOOR_RATIO_METRICS = {
     "fanout": ["server_us_per_delivery"],
     "maxrate": ["deliveries_per_s"],
+    "rooms": ["server_us_per_delivery"],
 }
 
 

@@ -15,7 +15,7 @@ the harness's minimal protocol — `connected` first, then `subscribe` -> `subsc
 `publish` -> `published` plus `message` frames shaped like roomcast's — and nothing else:
 no authentication (the token in the query string is ignored), no validation beyond what
 keeps it from crashing, no limits, no heartbeats, no graceful close. The harness runs it
-only in the fan-out and max-rate scenarios.
+in the fan-out, max-rate and rooms scenarios.
 """
 
 from __future__ import annotations
