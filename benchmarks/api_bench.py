@@ -277,10 +277,11 @@ SCENARIOS = ("api", "batch")
 
 def cases(name: str, bench: Bench, peers: bool, duration: float
           ) -> list[tuple[str, str, list[tuple[str, Any]]]]:
-    """The harness's cases for `api` or `batch`: roomcast, the FastAPI peer and the HTTP
-    floor (the least a Python server does per publish), alternated."""
+    """The harness's cases for `api` or `batch`: roomcast, the FastAPI peer, the HTTP
+    floor (the least a Python server does per publish) and the same floor on Trio (the
+    least a Trio server does), alternated."""
     rooms = bench.sizes.api_rooms
-    who = ["roomcast", "fastapi", "http_floor"] if peers else ["roomcast"]
+    who = ["roomcast", "fastapi", "http_floor", "trio_floor"] if peers else ["roomcast"]
     if name == "batch":
         return [("batch", f"{rooms}x100/req", [
             (t, lambda t=t: api_publish(bench, t, rooms, duration, per_request=100))

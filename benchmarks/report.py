@@ -133,7 +133,8 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
         mine = by_target.get("roomcast")
         if not mine or scenario not in RATIO_METRICS:
             continue
-        for peer in ("websockets", "naive_trio", "floor", "fastapi", "http_floor"):
+        for peer in ("websockets", "naive_trio", "floor", "fastapi", "http_floor",
+                     "trio_floor"):
             theirs = by_target.get(peer)
             if not theirs:
                 continue

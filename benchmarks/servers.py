@@ -20,13 +20,15 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
-TARGETS = ("roomcast", "websockets", "naive_trio", "floor", "fastapi", "http_floor")
+TARGETS = ("roomcast", "websockets", "naive_trio", "floor", "fastapi", "http_floor",
+           "trio_floor")
 PEER_MODULES = {
     "websockets": "benchmarks.peers.websockets_broadcast",
     "naive_trio": "benchmarks.peers.naive_trio",
     "floor": "benchmarks.peers.raw_floor",  # one os.write per delivery: a lower bound
     "fastapi": "benchmarks.peers.fastapi_peer",  # the HTTP API scenarios' peer
     "http_floor": "benchmarks.peers.http_floor",  # and their floor
+    "trio_floor": "benchmarks.peers.trio_floor",  # and that floor on Trio
 }
 PEERS = tuple(PEER_MODULES)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
