@@ -1,5 +1,5 @@
 """The `api` and `batch` benchmark scenarios run from one command against roomcast, the
-FastAPI peer and the HTTP floor, and every publish is answered and delivered (no speed
+FastAPI peer, the HTTP floor and the Trio floor, and every publish is answered and delivered (no speed
 asserted)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_quick_api_and_batch_runs_deliver_every_publish(tmp_path: Path) -> None:
     assert seen == {(scenario, case, target)
                     for scenario, case in (("api", "200xmax"), ("api", "200x5000/s"),
                                            ("batch", "200x100/req"))
-                    for target in ("roomcast", "fastapi", "http_floor")}
+                    for target in ("roomcast", "fastapi", "http_floor", "trio_floor")}
     for run in result["runs"]:
         m = run["metrics"]
         assert "error" not in m, m
