@@ -71,7 +71,8 @@ def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -
     """The cases to run, each with its targets (or variants) in the order they alternate."""
     everyone = ["roomcast", "websockets", "naive_trio"] if peers else ["roomcast"]
     # The floor (one os.write per delivery) only means something where deliveries dominate
-    # (in `rooms` every publish is one delivery and one ack: it bounds CPU per publish).
+    # (in `rooms` every publish is one delivery and one ack: it bounds CPU per publish, and
+    # the Trio floor, the same server on Trio, shows what Trio's scheduling adds to it).
     with_floor = [*everyone, "floor"] if peers else everyone
     cases: list[Case] = []
     for name in names:
@@ -97,7 +98,7 @@ def plan(names: list[str], s: Sizes, peers: bool, bench: Bench, fd_limit: int) -
         elif name == "rooms":
             cases.append(("rooms", f"{s.rooms}x{s.rooms_rate}/s", [
                 (t, lambda t=t: many_rooms(bench, t, s.rooms, s.rooms_rate, s.duration))
-                for t in with_floor]))
+                for t in ([*with_floor, "trio_floor"] if peers else with_floor)]))
         elif name == "reconnect":
             cases.append(("reconnect", str(s.storm_clients), [
                 ("roomcast", lambda: reconnect_storm(bench, s.storm_clients, s.storm_rooms,

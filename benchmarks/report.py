@@ -138,7 +138,8 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
             theirs = by_target.get(peer)
             if not theirs:
                 continue
-            metrics = FLOOR_RATIO_METRICS if peer == "floor" else RATIO_METRICS
+            floor = peer == "floor" or (peer == "trio_floor" and scenario == "rooms")
+            metrics = FLOOR_RATIO_METRICS if floor else RATIO_METRICS
             for metric in metrics.get(scenario, []):
                 a, b = mine.get(metric), theirs.get(metric)
                 if _is_number(a) and _is_number(b) and b:

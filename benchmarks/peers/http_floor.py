@@ -11,13 +11,11 @@ one write per delivery and one write per answer cost on the machine in Python.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from typing import Any
 
-from benchmarks.peers.raw_floor import _MAX_HEAD, Conn, Floor, _dumps, text_frame
+from benchmarks.peers.raw_floor import _MAX_HEAD, Conn, Floor, _dumps, main, text_frame
 
 
 def _answer(body: bytes) -> bytes:
@@ -128,16 +126,5 @@ class HttpFloor(Floor):
         return offset
 
 
-def main(port: int) -> None:
-    floor = HttpFloor(port)
-    try:
-        floor.run()
-    finally:
-        floor.close()
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    main(parser.parse_args().port)
-    sys.exit(0)
+    main(HttpFloor, __doc__.splitlines()[0])

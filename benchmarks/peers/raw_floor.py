@@ -123,19 +123,24 @@ class Floor:
         self.listener.close()
         self.ep.close()
 
-    def accept(self) -> None:
+    def accept(self) -> bool:
+        """Take every waiting connection; False when out of descriptors or memory."""
         while True:
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             except OSError:  # EMFILE and the like: leave it in the backlog for now
-                return
+                return False
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Conn(sock)
             self.conns[conn.fd] = conn
-            self.ep.register(conn.fd, _IN)
+            self.adopt(conn)
+
+    def adopt(self, conn: Conn) -> None:
+        """A new connection: watch it."""
+        self.ep.register(conn.fd, _IN)
 
     def drop(self, conn: Conn) -> None:
         if self.conns.pop(conn.fd, None) is None:
@@ -164,8 +169,16 @@ class Floor:
             return False
         if n < len(data):
             conn.out += data[n:]
-            self.ep.modify(conn.fd, _IN | _OUT)
+            self.want_write(conn)
         return True
+
+    def want_write(self, conn: Conn) -> None:
+        """The socket is full: flush the rest once it is writable."""
+        self.ep.modify(conn.fd, _IN | _OUT)
+
+    def flushed(self, conn: Conn) -> None:
+        """Everything kept has been written."""
+        self.ep.modify(conn.fd, _IN)
 
     def flush(self, conn: Conn) -> None:
         try:
@@ -177,7 +190,7 @@ class Floor:
             return
         del conn.out[:n]
         if not conn.out:
-            self.ep.modify(conn.fd, _IN)
+            self.flushed(conn)
 
     # ------------------------------------------------------------ reading
     def readable(self, conn: Conn) -> None:
@@ -332,16 +345,17 @@ class Floor:
             self.drop(conn)
 
 
-def main(port: int) -> None:
-    floor = Floor(port)
+def main(kind: type[Floor], description: str) -> None:
+    """Run a floor of `kind` on the port the command line names, until SIGTERM."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    floor = kind(parser.parse_args().port)
     try:
         floor.run()
     finally:
         floor.close()
+    sys.exit(0)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    main(parser.parse_args().port)
-    sys.exit(0)
+    main(Floor, __doc__.splitlines()[0])

@@ -6,22 +6,19 @@ delivery and per batch of answers; the only difference is that each connection i
 task that waits with `trio.lowlevel.wait_readable` (as roomcast's connections do) rather
 than one loop polling every socket. Beside `http_floor` it shows, in the same run, what
 Trio's scheduling costs per request on the machine: the least a Trio server spends on a
-publish before it parses, checks or routes anything.
+publish before it parses, checks or routes anything. The harness runs it in the api, batch
+and rooms scenarios (it speaks the raw floor's WebSocket subset too).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import signal
-import socket
-import sys
 
 import trio
 
 from benchmarks.peers.http_floor import HttpFloor
-from benchmarks.peers.raw_floor import _MAX_OUT, Conn
+from benchmarks.peers.raw_floor import Conn, main
 
 
 class TrioFloor(HttpFloor):
@@ -48,19 +45,11 @@ class TrioFloor(HttpFloor):
         listen_fd = self.listener.fileno()
         while True:
             await trio.lowlevel.wait_readable(listen_fd)
-            while True:
-                try:
-                    sock, _ = self.listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # EMFILE and the like: leave it in the backlog for now
-                    await trio.sleep(0.01)
-                    break
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn = Conn(sock)
-                self.conns[conn.fd] = conn
-                self.nursery.start_soon(self._serve, conn)
+            if not self.accept():
+                await trio.sleep(0.01)  # out of descriptors: the backlog waits a little
+
+    def adopt(self, conn: Conn) -> None:
+        self.nursery.start_soon(self._serve, conn)
 
     async def _serve(self, conn: Conn) -> None:
         """The connection's task: wait until readable, then what the floor does."""
@@ -75,21 +64,11 @@ class TrioFloor(HttpFloor):
             trio.lowlevel.notify_closing(conn.sock)  # its task stops waiting on it
         super().drop(conn)
 
-    def write(self, conn: Conn, data: bytes) -> bool:
-        """Write now; what the socket does not take goes later, from a task of its own."""
-        if conn.out:
-            conn.out += data
-            return len(conn.out) <= _MAX_OUT
-        try:
-            n = os.write(conn.fd, data)
-        except BlockingIOError:
-            n = 0
-        except OSError:
-            return False
-        if n < len(data):
-            conn.out += data[n:]
-            self.nursery.start_soon(self._flush_later, conn)
-        return True
+    def want_write(self, conn: Conn) -> None:
+        self.nursery.start_soon(self._flush_later, conn)
+
+    def flushed(self, conn: Conn) -> None:
+        pass
 
     async def _flush_later(self, conn: Conn) -> None:
         with contextlib.suppress(trio.ClosedResourceError):
@@ -97,27 +76,6 @@ class TrioFloor(HttpFloor):
                 await trio.lowlevel.wait_writable(conn.fd)
                 self.flush(conn)
 
-    def flush(self, conn: Conn) -> None:
-        try:
-            n = os.write(conn.fd, conn.out)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.drop(conn)
-            return
-        del conn.out[:n]
-
-
-def main(port: int) -> None:
-    floor = TrioFloor(port)
-    try:
-        floor.run()
-    finally:
-        floor.close()
-
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    main(parser.parse_args().port)
-    sys.exit(0)
+    main(TrioFloor, __doc__.splitlines()[0])
