@@ -1,7 +1,8 @@
-"""The Redis backplane's command connection (backplane/redis/wire.py), on a redis-server of
-its own: pipelined replies reach their callers in order, errors are Redis' own, a caller
-that gives up does not shift anyone's reply, and a Redis that stops answering or dies
-fails every waiting request at once."""
+"""The Redis backplane's connection (backplane/redis/wire.py), on a redis-server of its
+own: pipelined replies reach their callers in order, errors are Redis' own, a caller that
+gives up does not shift anyone's reply, a Redis that stops answering or dies fails every
+waiting request at once, and pub/sub messages reach their consumer in order, in batches,
+with reading paused (nothing lost) while it falls behind."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from coredis.exceptions import AuthenticationFailureError, NoScriptError
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from roomcast.backplane.redis.scripts import Script, evalsha
-from roomcast.backplane.redis.wire import CommandConnection, pack
+from roomcast.backplane.redis.wire import RespConnection, pack
 from tests.cluster.conftest import RedisServer, own_redis
 from tests.support import WAIT, free_port
 
+# Publishes "m<i>" repeated ARGV[3] times, for i from 0 to ARGV[2]-1, in order, at once.
+PUBLISH_N = ("for i = 0, tonumber(ARGV[2]) - 1 do redis.call(ARGV[1], KEYS[1], "
+             "string.rep('m' .. i, tonumber(ARGV[3]))) end")
+
 
 @asynccontextmanager
-async def running(server: RedisServer, **kwargs: Any) -> AsyncIterator[CommandConnection]:
-    conn = CommandConnection(TCPLocation("127.0.0.1", server.port), **kwargs)
+async def running(server: RedisServer, **kwargs: Any) -> AsyncIterator[RespConnection]:
+    conn = RespConnection(TCPLocation("127.0.0.1", server.port), **kwargs)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(WAIT):
             await nursery.start(conn.run)
@@ -97,7 +102,7 @@ async def test_a_caller_that_gives_up_does_not_take_the_next_reply() -> None:
 
 async def test_a_redis_that_stops_answering_fails_every_waiting_request() -> None:
     with own_redis() as server:
-        conn = CommandConnection(TCPLocation("127.0.0.1", server.port), stream_timeout=0.5)
+        conn = RespConnection(TCPLocation("127.0.0.1", server.port), stream_timeout=0.5)
         failures: list[BaseException] = []
 
         async def ask() -> None:
@@ -123,7 +128,7 @@ async def test_a_redis_that_stops_answering_fails_every_waiting_request() -> Non
 
 async def test_a_redis_that_dies_fails_requests_with_a_connection_error() -> None:
     with own_redis() as server:
-        conn = CommandConnection(TCPLocation("127.0.0.1", server.port))
+        conn = RespConnection(TCPLocation("127.0.0.1", server.port))
         failures: list[BaseException] = []
 
         async def wait_forever() -> None:
@@ -144,16 +149,66 @@ async def test_a_redis_that_dies_fails_requests_with_a_connection_error() -> Non
 
 
 async def test_set_up_failures_are_raised_by_run() -> None:
-    refused = CommandConnection(TCPLocation("127.0.0.1", free_port()))
+    refused = RespConnection(TCPLocation("127.0.0.1", free_port()))
     with trio.fail_after(WAIT), pytest.raises(RedisConnectionError, match="cannot connect"):
         await refused.run()
     with own_redis() as server:
         assert server.command("ACL", "SETUSER", "app", "on", ">right", "~*", "&*",
                               "+@all").startswith(b"+OK")
-        wrong = CommandConnection(TCPLocation("127.0.0.1", server.port),
+        wrong = RespConnection(TCPLocation("127.0.0.1", server.port),
                                   username="app", password="wrong")
         with trio.fail_after(WAIT), pytest.raises(AuthenticationFailureError):
             await wrong.run()
         async with running(server, username="app", password="right") as conn:
             with trio.fail_after(WAIT):
                 assert await conn.create_request(b"ACL", b"WHOAMI") == b"app"
+
+
+async def test_pubsub_messages_arrive_in_order_in_batches() -> None:
+    with own_redis() as server:
+        async with running(server) as sub, running(server) as pub:
+            sub.send_command(b"SSUBSCRIBE", b"ch")
+            with trio.fail_after(WAIT):
+                assert await sub.next_pushes() == [[b"ssubscribe", b"ch", 1]]
+                await pub.create_request(b"EVAL", PUBLISH_N, 1, "ch", b"SPUBLISH", 1000, 1)
+                got: list[Any] = []
+                batches = 0
+                while len(got) < 1000:
+                    got += await sub.next_pushes()
+                    batches += 1
+            assert got == [[b"smessage", b"ch", f"m{i}".encode()] for i in range(1000)]
+            assert batches < 1000  # several messages per wake-up
+
+
+async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing() -> None:
+    with own_redis() as server:
+        async with running(server) as sub, running(server) as pub:
+            sub.max_pushes = 10
+            sub.send_command(b"SUBSCRIBE", b"ch")
+            with trio.fail_after(WAIT):
+                await sub.next_pushes()  # the confirmation
+                await pub.create_request(b"EVAL", PUBLISH_N, 1, "ch", b"PUBLISH", 2000, 50)
+                while sub._reader_parked is None:  # noqa: ASYNC110 - the reader parks itself
+                    await trio.sleep(0.01)
+                held = len(sub._pushes)
+                got: list[Any] = []
+                while len(got) < 2000:
+                    got += await sub.next_pushes()
+            assert 10 <= held < 2000  # it stopped reading with the rest still in Redis
+            assert [push[2] for push in got] == [f"m{i}".encode() * 50 for i in range(2000)]
+
+
+async def test_the_consumer_gets_what_was_read_then_the_reason_the_connection_ended() -> None:
+    with own_redis() as server:
+        conn = RespConnection(TCPLocation("127.0.0.1", server.port))
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.run)
+                conn.send_command(b"SUBSCRIBE", b"ch")
+                await conn.next_pushes()  # the confirmation
+                assert server.command("PUBLISH", "ch", "last").startswith(b":1")
+                server.kill()
+            batch = await conn.next_pushes()  # read before the end: still handed over
+            assert batch[-1] == [b"message", b"ch", b"last"]
+            with pytest.raises(RedisConnectionError, match="closed"):
+                await conn.next_pushes()

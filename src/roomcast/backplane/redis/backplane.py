@@ -25,7 +25,7 @@ from typing import Any, cast
 import coredis
 import msgspec
 import trio
-from coredis.connection import BaseConnection, TCPLocation
+from coredis.connection import TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from roomcast.backplane.base import (
@@ -67,7 +67,7 @@ from roomcast.backplane.redis.scripts import (
 from roomcast.backplane.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from roomcast.backplane.redis.sentinel import SentinelURL, ask_on, follow, locate
 from roomcast.backplane.redis.sentinel import parse as parse_sentinel_url
-from roomcast.backplane.redis.wire import CommandConnection
+from roomcast.backplane.redis.wire import RespConnection
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
 from roomcast.protocol import MessageTemplate
@@ -79,8 +79,7 @@ _json_encode = msgspec.json.encode
 
 def _read_url(url: str, timeout: float) -> Any:
     """The connection pool coredis makes of the URL, only to read it (host, port, db,
-    credentials, TLS): commands go over connections of our own, since coredis's client path
-    costs ~100 us of CPU per command where a request on a connection costs ~25 us."""
+    credentials, TLS): commands and pub/sub go over connections of our own (wire.py)."""
     try:
         pool = coredis.ConnectionPool.from_url(url, connect_timeout=timeout,
                                                stream_timeout=timeout)
@@ -90,6 +89,9 @@ def _read_url(url: str, timeout: float) -> Any:
         ) from exc
     if pool.location is None:
         raise SettingsError(f"backplane: no host in {url!r}; write it as redis://HOST:PORT/DB")
+    if not isinstance(pool.location, TCPLocation):
+        raise SettingsError(f"backplane: {url!r} is not a TCP address; roomcast reaches Redis "
+                            "over TCP: write it as redis://HOST:PORT/DB (rediss:// for TLS)")
     return pool
 class RedisBackplane(Reader, Presence, Backplane):
     """Offsets, history, presence and control in Redis, shared by every node (§9)."""
@@ -122,7 +124,6 @@ class RedisBackplane(Reader, Presence, Backplane):
         elif self._cluster is not None:
             self.where = "cluster " + ",".join(f"{h}:{p}" for h, p in self._cluster.nodes)
         self._location = pool.location
-        self._connection_class: Any = pool.connection_class
         self._conn_kwargs = {k: v for k, v in pool.connection_kwargs.items()
                              if k != "processing_budget"}
 
@@ -137,12 +138,12 @@ class RedisBackplane(Reader, Presence, Backplane):
 
         self._ready = False
         self._sink: Sink | None = None  # set by run(); position() may announce a reset
-        self._sub: BaseConnection | None = None  # pub/sub (Cluster: the node-wide slot's)
-        self._cmd: CommandConnection | None = None  # commands, pipelined (as _sub)
-        self._subs: list[BaseConnection] = []  # one per primary (one off Cluster)
-        self._cmds: list[CommandConnection] = []
-        self._slot_subs: list[BaseConnection] | None = None  # Cluster: per hash slot
-        self._slot_cmds: list[CommandConnection] | None = None
+        self._sub: RespConnection | None = None  # pub/sub (Cluster: the node-wide slot's)
+        self._cmd: RespConnection | None = None  # commands, pipelined (as _sub)
+        self._subs: list[RespConnection] = []  # one per primary (one off Cluster)
+        self._cmds: list[RespConnection] = []
+        self._slot_subs: list[RespConnection] | None = None  # Cluster: per hash slot
+        self._slot_cmds: list[RespConnection] | None = None
         self._slot_places: list[tuple[str, int]] | None = None  # Cluster: the last map
         self._slot_cache: dict[str, int] = {}
         self._watched: dict[str, WatchedRoom] = {}
@@ -234,15 +235,9 @@ class RedisBackplane(Reader, Presence, Backplane):
             backoff = min(backoff * 2, self.max_backoff)
             self.reconnects += 1
 
-    def _connection(self, role: str, location: Any = None) -> BaseConnection:
+    def _resp_connection(self, role: str, location: Any = None) -> RespConnection:
         """A new (not yet running) connection to the configured Redis (or `location`)."""
-        kwargs = {**self._conn_kwargs, "client_name": f"roomcast-{role}:{self._client_name}"}
-        conn: BaseConnection = self._connection_class(location or self._location, **kwargs)
-        return conn
-
-    def _command_connection(self, role: str, location: Any = None) -> CommandConnection:
-        """A new (not yet running) command connection (wire.py: the publish path's)."""
-        return CommandConnection(location or self._location, **self._conn_kwargs,
+        return RespConnection(location or self._location, **self._conn_kwargs,
                                  client_name=f"roomcast-{role}:{self._client_name}")
 
     async def _session(self, sink: Sink) -> None:
@@ -257,8 +252,8 @@ class RedisBackplane(Reader, Presence, Backplane):
             places, owner = await self._map(self._cluster)
         else:
             places = [(self._location.host, self._location.port)]
-        pairs = [(self._connection("sub", TCPLocation(*place)),
-                  self._command_connection("cmd", TCPLocation(*place))) for place in places]
+        pairs = [(self._resp_connection("sub", TCPLocation(*place)),
+                  self._resp_connection("cmd", TCPLocation(*place))) for place in places]
         failures: list[BaseException] = []
         async with trio.open_nursery() as nursery:
             try:
@@ -297,7 +292,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             raise failures[0]
         raise RedisConnectionError(self.down_reason or "the connection to Redis closed")
 
-    async def _reader(self, sink: Sink, conn: BaseConnection, session: trio.CancelScope,
+    async def _reader(self, sink: Sink, conn: RespConnection, session: trio.CancelScope,
                       failures: list[BaseException]) -> None:
         """Deliver what one pub/sub connection brings; when it ends, so does the session
         (a failure is kept for the session to raise, so it is logged as itself)."""
@@ -317,7 +312,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         failures = []
         for place in seeds:
             try:
-                conn = self._connection("map", TCPLocation(*place))
+                conn = self._resp_connection("map", TCPLocation(*place))
                 reply = await ask_on(conn, [b"CLUSTER", b"SLOTS"], self.command_timeout)
                 primaries, owner = slot_owners(reply, place[0])
             except (*FAILURES, ValueError) as exc:
@@ -341,7 +336,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             return self._location.host, self._location.port
         return places[self._slot(key)]
 
-    def _sub_for(self, room: str) -> BaseConnection | None:
+    def _sub_for(self, room: str) -> RespConnection | None:
         """The pub/sub connection of the primary that owns the room's slot."""
         slots = self._slot_subs
         return self._sub if slots is None else slots[self._slot(room_slot_key(room))]
@@ -364,7 +359,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             self.down_reason = "the sentinels named a new master"
             self._cmd.invalidate()
 
-    async def _check_master(self, conn: CommandConnection) -> None:
+    async def _check_master(self, conn: RespConnection) -> None:
         """Fail the session unless the server is a master (a sentinel may name a master
         that has just been demoted, and a demoted master answers reads)."""
         with trio.fail_after(self.command_timeout):
@@ -374,8 +369,7 @@ class RedisBackplane(Reader, Presence, Backplane):
             self.down_reason = f"{self.where} is a {role} now; asking the sentinels again"
             raise RedisConnectionError(self.down_reason)
 
-    async def _lifeline(self, conn: BaseConnection | CommandConnection,
-                        session: trio.CancelScope, *,
+    async def _lifeline(self, conn: RespConnection, session: trio.CancelScope, *,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run a connection; when it ends, so does the session."""
         await conn.run(task_status=task_status)
@@ -409,11 +403,11 @@ class RedisBackplane(Reader, Presence, Backplane):
         if self.reconnects:
             log_event("redis backplane connected", redis=self.where, rooms=len(self._watched))
 
-    async def _ping(self, conn: BaseConnection | CommandConnection) -> None:
+    async def _ping(self, conn: RespConnection) -> None:
         with trio.fail_after(self.command_timeout):
             await conn.create_request(b"PING")
 
-    async def _keepalive(self, conn: BaseConnection | CommandConnection) -> None:
+    async def _keepalive(self, conn: RespConnection) -> None:
         """Notice a Redis that stopped answering (not only one that closed the socket)."""
         while True:
             await trio.sleep(self.keepalive_interval)
@@ -432,7 +426,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         Runs shielded while everything else is cancelled, so on connections of its own."""
         if not self._registered:
             return
-        conns: dict[tuple[str, int], CommandConnection] = {}
+        conns: dict[tuple[str, int], RespConnection] = {}
         try:
             async with trio.open_nursery() as nursery:
 
@@ -440,7 +434,7 @@ class RedisBackplane(Reader, Presence, Backplane):
                     place = self._place_for(keys[0] if keys else NODES)
                     conn = conns.get(place)
                     if conn is None:
-                        conn = conns[place] = self._command_connection("leave",
+                        conn = conns[place] = self._resp_connection("leave",
                                                                         TCPLocation(*place))
                         await nursery.start(conn.run)
                     return await self._eval(conn, script, keys, args)

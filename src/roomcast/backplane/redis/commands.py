@@ -14,7 +14,7 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 from roomcast.backplane.base import BackplaneUnavailable
 from roomcast.backplane.redis.keys import CHUNK, key_slot
 from roomcast.backplane.redis.scripts import Script, evalsha
-from roomcast.backplane.redis.wire import CommandConnection
+from roomcast.backplane.redis.wire import RespConnection
 from roomcast.settings import Settings
 
 FAILURES = (RedisError, TimeoutError, OSError, trio.TooSlowError)
@@ -40,9 +40,9 @@ class Commands:
     where: str
     down_reason: str
     _ready: bool
-    _cmd: CommandConnection | None  # the node-wide keys' connection (the only one off Cluster)
-    _cmds: list[CommandConnection]  # every command connection of this session
-    _slot_cmds: list[CommandConnection] | None  # Cluster: each hash slot's primary's connection
+    _cmd: RespConnection | None  # the node-wide keys' connection (the only one off Cluster)
+    _cmds: list[RespConnection]  # every command connection of this session
+    _slot_cmds: list[RespConnection] | None  # Cluster: each hash slot's primary's connection
     _slot_cache: dict[str, int]
 
     def _slot(self, key: str) -> int:
@@ -55,7 +55,7 @@ class Commands:
             slot = cache[key] = key_slot(key)
         return slot
 
-    def _conn_for(self, key: str) -> CommandConnection:
+    def _conn_for(self, key: str) -> RespConnection:
         """The command connection for a script whose first key is `key` ("": none)."""
         slots = self._slot_cmds
         conn = self._cmd if slots is None or not key else slots[self._slot(key)]
@@ -84,7 +84,7 @@ class Commands:
         for conn in self._cmds:
             conn.invalidate()
 
-    async def _eval(self, conn: CommandConnection, script: Script, keys: list[str],
+    async def _eval(self, conn: RespConnection, script: Script, keys: list[str],
                     args: list[Any]) -> Any:
         """EVALSHA on `conn`, EVAL when Redis lacks the script."""
         return await evalsha(conn, script, keys, args, self.command_timeout)

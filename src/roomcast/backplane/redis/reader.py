@@ -32,7 +32,6 @@ from typing import Any, cast
 
 import msgspec
 import trio
-from coredis.connection import BaseConnection
 
 from roomcast.backplane.base import Sink
 from roomcast.backplane.redis.commands import Commands
@@ -45,6 +44,7 @@ from roomcast.backplane.redis.keys import (
     strip_time,
 )
 from roomcast.backplane.redis.scripts import FENCE, HISTORY, OFFSETS, REVOCATIONS
+from roomcast.backplane.redis.wire import RespConnection
 from roomcast.history import new_epoch
 from roomcast.log import event as log_event
 
@@ -81,40 +81,41 @@ class Reader(Commands):
     fenced: int
     _seen: dict[str, tuple[bytes, int]]
 
-    async def _read(self, sink: Sink, conn: BaseConnection) -> None:
+    async def _read(self, sink: Sink, conn: RespConnection) -> None:
         control = CONTROL_CHANNEL.encode()
         channels = self._channels
-        async for push in conn.push_messages:
-            kind = push[0]
-            if kind != b"smessage" and kind != b"message":
-                if kind == b"sunsubscribe":
-                    self._unsubscribed(cast(bytes, push[1]))
-                continue  # other subscribe / unsubscribe confirmations
-            channel = cast(bytes, push[1])
-            data = cast(bytes, push[2])
-            if channel == control:
-                self._on_control(sink, data)
-                continue
-            room = channels.get(channel)
-            if room is None:
-                continue  # unwatched while the message was on its way
-            st = self._watched[room]
-            if data[:1] == b"m":
-                self.received += 1
-                nl = data.index(b"\n")
-                offset_raw, epoch, event_raw = data[1:nl].split(b" ", 2)
-                offset = int(offset_raw)
-                event = self._events.get(event_raw, _MISSING)
-                if event is _MISSING:
-                    event = self._event(event_raw)
-                if st.last is not None and (st.epoch != epoch or offset > st.last + 1):
-                    if epoch == st.retired:
-                        self.duplicates += 1  # published before the stream was replaced
-                        continue
-                    await self._sync(sink, room, st, epoch, offset - 1)
-                self._accept(sink, room, st, offset, epoch, data[nl + 1:], event)
-            elif data[:1] == b"p":
-                self._on_presence(sink, room, data)
+        while True:
+            for push in await conn.next_pushes():
+                kind = push[0]
+                if kind != b"smessage" and kind != b"message":
+                    if kind == b"sunsubscribe":
+                        self._unsubscribed(cast(bytes, push[1]))
+                    continue  # other subscribe / unsubscribe confirmations
+                channel = cast(bytes, push[1])
+                data = cast(bytes, push[2])
+                if channel == control:
+                    self._on_control(sink, data)
+                    continue
+                room = channels.get(channel)
+                if room is None:
+                    continue  # unwatched while the message was on its way
+                st = self._watched[room]
+                if data[:1] == b"m":
+                    self.received += 1
+                    nl = data.index(b"\n")
+                    offset_raw, epoch, event_raw = data[1:nl].split(b" ", 2)
+                    offset = int(offset_raw)
+                    event = self._events.get(event_raw, _MISSING)
+                    if event is _MISSING:
+                        event = self._event(event_raw)
+                    if st.last is not None and (st.epoch != epoch or offset > st.last + 1):
+                        if epoch == st.retired:
+                            self.duplicates += 1  # published before the stream was replaced
+                            continue
+                        await self._sync(sink, room, st, epoch, offset - 1)
+                    self._accept(sink, room, st, offset, epoch, data[nl + 1:], event)
+                elif data[:1] == b"p":
+                    self._on_presence(sink, room, data)
 
     def _unsubscribed(self, channel: bytes) -> None:
         """A SUNSUBSCRIBE confirmation: ours (unwatch), or the Cluster's when the channel's

@@ -13,7 +13,7 @@ from typing import Any
 
 from coredis.exceptions import NoScriptError
 
-from roomcast.backplane.redis.wire import CommandConnection
+from roomcast.backplane.redis.wire import RespConnection
 
 _LUA = resources.files(__package__).joinpath("lua")
 
@@ -69,7 +69,7 @@ REVOCATIONS = load("revocations")
 CONTROL = load("control")
 
 
-async def evalsha(conn: CommandConnection, script: Script, keys: list[str], args: list[Any],
+async def evalsha(conn: RespConnection, script: Script, keys: list[str], args: list[Any],
                   timeout: float) -> Any:
     """EVALSHA on `conn` (requests pipeline on it); EVAL when Redis lacks the script
     (NOSCRIPT means it did not run, so running it again is safe)."""

@@ -14,14 +14,15 @@ import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, unquote
 
 import trio
-from coredis.connection import BaseConnection, TCPConnection, TCPLocation
+from coredis.connection import TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from roomcast.backplane.redis.commands import FAILURES, describe
+from roomcast.backplane.redis.wire import RespConnection
 from roomcast.settings import SettingsError
 
 SCHEME = "redis+sentinel://"
@@ -76,11 +77,11 @@ def parse(url: str) -> SentinelURL:
 
 async def ask(host: str, port: int, command: list[bytes], timeout: float) -> Any:
     """One command to one sentinel, on a connection of its own (closed after)."""
-    return await ask_on(TCPConnection(TCPLocation(host, port), connect_timeout=timeout,
-                                      stream_timeout=timeout), command, timeout)
+    return await ask_on(RespConnection(TCPLocation(host, port), connect_timeout=timeout,
+                                       stream_timeout=timeout), command, timeout)
 
 
-async def ask_on(conn: BaseConnection, command: list[bytes], timeout: float) -> Any:
+async def ask_on(conn: RespConnection, command: list[bytes], timeout: float) -> Any:
     """One command on `conn`, a connection not yet running, closed after."""
     try:
         async with trio.open_nursery() as nursery:
@@ -120,15 +121,16 @@ async def follow(url: SentinelURL, timeout: float, on_switch: Callable[[], None]
     name = url.master.encode()
     for attempt in itertools.count():
         host, port = url.sentinels[attempt % len(url.sentinels)]
-        conn = TCPConnection(TCPLocation(host, port), connect_timeout=timeout)
+        conn = RespConnection(TCPLocation(host, port), connect_timeout=timeout)
         with contextlib.suppress(Exception):  # a hint: reconnecting does not depend on it
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(conn.run)
                     conn.send_command(b"SUBSCRIBE", b"+switch-master")
-                    async for push in conn.push_messages:
-                        if push[0] == b"message" and cast(bytes, push[2]).startswith(name + b" "):
-                            on_switch()
+                    while True:
+                        for push in await conn.next_pushes():
+                            if push[0] == b"message" and bytes(push[2]).startswith(name + b" "):
+                                on_switch()
                     nursery.cancel_scope.cancel()
             finally:
                 conn.invalidate()

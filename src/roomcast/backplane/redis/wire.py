@@ -1,11 +1,17 @@
-"""The command connection: pipelined RESP3 requests to one Redis, at the cost of a write and
-a wake-up each.
+"""The Redis connection: pipelined RESP3 requests, and pub/sub messages, at the cost of a
+write and a wake-up per batch.
 
 Every publish is one script on this connection, so what a request costs besides Redis'
-own work is what a publish costs the node. A request here is packed, written straight to
-the socket (a full socket buffer, or TLS, hands the rest to a writer task) and parked in
-FIFO order; one reader task parses the replies (with coredis' compiled parser) and wakes
+own work is what a publish costs the node. A request here is packed and queued, its caller
+parked in FIFO order; a writer task sends what the tasks of one scheduler round queued in
+one write, and one reader task parses the replies (with coredis' compiled parser) and wakes
 each caller with its reply. No per-request task, event, cancel scope or channel.
+
+Pub/sub messages (RESP3 pushes) are kept in a bounded queue that one consumer takes whole
+(`next_pushes`): one wake-up per read, not per message. When the consumer falls
+`max_pushes` behind, the reader stops reading and Redis buffers the rest (up to its
+`client-output-buffer-limit pubsub`, past which it closes the connection and the session
+starts over and catches up from history).
 
 Time-outs are the connection's, not the request's: replies come in order, so a request
 that is not answered within its time-out means Redis (or the network) stopped, and every
@@ -62,11 +68,13 @@ class _Waiter:
         self.deadline = deadline
 
 
-class CommandConnection:
-    """A pipelined RESP3 connection for commands (not pub/sub): `run` it in a nursery, then
-    `await create_request(...)` from any task; `invalidate()` closes it."""
+class RespConnection:
+    """A pipelined RESP3 connection: `run` it in a nursery, then `await create_request(...)`
+    from any task, `send_command(...)` for (S)SUBSCRIBE and the like, and take pub/sub
+    messages with `next_pushes()` from one task; `invalidate()` closes it."""
 
     watch_interval = 0.25  # seconds between looks at the oldest request, at most
+    max_pushes = 10_000  # pub/sub messages held for the consumer before reading pauses
 
     def __init__(self, location: TCPLocation, *, client_name: str | None = None,
                  username: str | None = None, password: str | None = None, db: int = 0,
@@ -86,12 +94,15 @@ class CommandConnection:
         self._waiters: deque[_Waiter] = deque()
         self._unsent: list[bytes] = []  # requests not written yet
         self._writer_parked: trio.lowlevel.Task | None = None  # the writer, while idle
+        self._pushes: deque[Any] = deque()  # pub/sub messages not taken yet
+        self._consumer: trio.lowlevel.Task | None = None  # waiting in next_pushes
+        self._reader_parked: trio.lowlevel.Task | None = None  # waiting for the consumer
         self._scope: trio.CancelScope | None = None
         self._error: BaseException | None = None  # why it closed, for every later request
         self._ready = False  # the handshake is done
 
     def __repr__(self) -> str:
-        return f"CommandConnection<{self.location}>"
+        return f"RespConnection<{self.location}>"
 
     # ------------------------------------------------------------ lifetime
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -100,7 +111,7 @@ class CommandConnection:
         then read replies until the connection ends. Raises when it could not be set up;
         once started, returns when it ends (requests in flight fail with the reason)."""
         if self._scope is not None:
-            raise RuntimeError("a CommandConnection runs once; make a new one")
+            raise RuntimeError("a RespConnection runs once; make a new one")
         self._scope = trio.CancelScope()
         try:
             with self._scope:
@@ -163,6 +174,9 @@ class CommandConnection:
             task = waiters.popleft().task
             if task is not None:
                 trio.lowlevel.reschedule(task, outcome.Error(error))
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            trio.lowlevel.reschedule(consumer, outcome.Error(error))
         if self._scope is not None:
             self._scope.cancel()
 
@@ -195,8 +209,6 @@ class CommandConnection:
         if self._error is not None:
             raise self._error
         self._send(pack(command, args))  # no checkpoint: its reply cannot come before
-        if self._error is not None:  # the waiter below is queued
-            raise self._error
         waiter = _Waiter(trio.lowlevel.current_task(),
                          trio.current_time() + (timeout or self._timeout))
         self._waiters.append(waiter)
@@ -206,6 +218,33 @@ class CommandConnection:
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def send_command(self, command: bytes, *args: Any) -> None:
+        """Send a command whose answer is a push (SUBSCRIBE, SSUBSCRIBE, their UN-)."""
+        if self._error is not None:
+            raise self._error
+        self._send(pack(command, args))
+
+    async def next_pushes(self) -> list[Any]:
+        """Every pub/sub message that arrived since the last call (waits for one); raises
+        the reason once the connection has closed. One consumer at a time."""
+        pushes = self._pushes
+        if not pushes:
+            if self._error is not None:
+                raise self._error
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._consumer = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            self._consumer = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        batch = list(pushes)
+        pushes.clear()
+        reader, self._reader_parked = self._reader_parked, None
+        if reader is not None:
+            trio.lowlevel.reschedule(reader)
+        return batch
 
     def _send(self, data: bytes) -> None:
         """Queue a request for the writer, waking it when it sleeps: the requests of one
@@ -243,13 +282,20 @@ class CommandConnection:
                 await trio.lowlevel.wait_writable(fd)
 
     async def _reader(self) -> None:
-        """Parse replies as they come and wake their callers, in order."""
+        """Parse what arrives: wake each reply's caller, in order; queue pushes for the
+        consumer, pausing while it is `max_pushes` behind."""
         stream, fd = self._stream, self._fd
         assert stream is not None
         parser = Parser()
         parse = parser.parse
         waiters = self._waiters
+        pushes = self._pushes
         reschedule = trio.lowlevel.reschedule
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._reader_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
         while True:
             if fd >= 0:
                 await trio.lowlevel.wait_readable(fd)
@@ -264,7 +310,8 @@ class CommandConnection:
             while not isinstance(reply := parse(), NotEnoughData):
                 kind, value = reply
                 if kind is _PUSH:
-                    continue  # nothing subscribes on this connection
+                    pushes.append(value)
+                    continue
                 if not waiters:
                     raise RedisConnectionError(
                         f"Redis at {self.location} sent a reply nobody asked for")
@@ -272,6 +319,13 @@ class CommandConnection:
                 if task is not None:
                     reschedule(task, outcome.Error(cast(RedisError, value)) if kind is _ERROR
                                else outcome.Value(value))
+            if pushes:
+                consumer, self._consumer = self._consumer, None
+                if consumer is not None:
+                    reschedule(consumer)
+                if len(pushes) >= self.max_pushes:  # Redis holds the rest meanwhile
+                    self._reader_parked = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _watch(self) -> None:
         """Close the connection when its oldest request has waited past its time-out."""
