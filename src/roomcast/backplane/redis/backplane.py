@@ -89,9 +89,6 @@ def _read_url(url: str, timeout: float) -> Any:
         ) from exc
     if pool.location is None:
         raise SettingsError(f"backplane: no host in {url!r}; write it as redis://HOST:PORT/DB")
-    if not isinstance(pool.location, TCPLocation):
-        raise SettingsError(f"backplane: {url!r} is not a TCP address; roomcast reaches Redis "
-                            "over TCP: write it as redis://HOST:PORT/DB (rediss:// for TLS)")
     return pool
 class RedisBackplane(Reader, Presence, Backplane):
     """Offsets, history, presence and control in Redis, shared by every node (§9)."""
