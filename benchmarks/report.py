@@ -243,6 +243,17 @@ def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         else soak["dropped"] == 0 and soak["still_open"] >= 19000 and soak["held_s"] >= 300,
         "-" if soak is None else f"{soak['still_open']} open after {soak['held_s']:.0f} s, "
         f"{soak['dropped']} dropped, min pings {soak['pings_min']}")
+    # One subscriber per room: CPU per delivery is CPU per publish (its delivery and ack).
+    rooms = "10000x5000/s"
+    mine_r, ws_r, trio_r = (None if m is None else m.get("server_us_per_delivery") for m in (
+        _get(summary, "rooms", rooms), _get(summary, "rooms", rooms, "websockets"),
+        _get(summary, "rooms", rooms, "trio_floor")))
+    both = _is_number(mine_r) and _is_number(ws_r)
+    detail = "-" if not both else f"{mine_r:.1f} µs vs websockets {ws_r:.1f} µs"
+    if both and _is_number(trio_r):
+        detail += f"; the Trio floor (no checks, one write each) needs {trio_r:.1f} µs"
+    add("WebSocket publish in 10k rooms <= 40 µs of server CPU and <= the websockets peer's",
+        None if not both else mine_r <= 40 and mine_r <= ws_r, detail)
     for name, ok, detail in api_bench.targets(summary, quick):
         add(name, ok, detail)
     if quick:
