@@ -1,6 +1,6 @@
 """The `api` and `batch` benchmark scenarios run from one command against roomcast, the
-FastAPI peer, the HTTP floor and the Trio floor, and every publish is answered and delivered (no speed
-asserted)."""
+FastAPI peer, the HTTP floor and the Trio floor, and every publish is answered and
+delivered (no speed asserted)."""
 
 from __future__ import annotations
 
