@@ -7,6 +7,9 @@ import os
 import tracemalloc
 from collections.abc import Callable
 
+import pytest
+
+from roomcast import history
 from roomcast.history import Entry, HistoryStore, Recovery, RoomLog, new_epoch
 
 
@@ -63,9 +66,21 @@ def test_epoch_is_stable_while_the_room_is_known() -> None:
     assert store.publish("r", 101.0, payload).epoch == "e-1"
 
 
-def test_epochs_do_not_repeat_across_the_pool_or_a_fork() -> None:
-    """Epochs come from a pool of random bytes: a thousand in a row differ, and a forked
-    worker draws its own (not the ones its parent holds next)."""
+def test_epochs_do_not_repeat_across_the_pool_or_a_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Epochs come from a pool of random bytes: no byte of it is used twice across refills,
+    and a forked worker draws its own (not the ones its parent holds next). The random
+    source is replaced by one that never repeats a 4-byte word in a process (and marks
+    each word with the process), so any repeat here is the pool's, not chance's."""
+    words = itertools.count()
+
+    def token_bytes(n: int) -> bytes:
+        return b"".join((((os.getpid() & 0xFFFF) << 16) | next(words)).to_bytes(4, "big")
+                        for _ in range(n // 4))
+
+    monkeypatch.setattr(history.secrets, "token_bytes", token_bytes)
+    history._EPOCH_POOL.clear()
     new_epoch()  # the parent's pool is filled
     read, write = os.pipe()
     pid = os.fork()
@@ -76,7 +91,7 @@ def test_epochs_do_not_repeat_across_the_pool_or_a_fork() -> None:
     with os.fdopen(read, "rb") as pipe:
         child = set(pipe.read().decode().split())
     os.waitpid(pid, 0)
-    parent = [new_epoch() for _ in range(3000)]
+    parent = [new_epoch() for _ in range(3000)]  # across two refills
     assert len(set(parent)) == 3000 and len(child) == 50
     assert not child & set(parent)
 
