@@ -121,8 +121,7 @@ class RedisBackplane(Reader, Presence, Backplane):
         elif self._cluster is not None:
             self.where = "cluster " + ",".join(f"{h}:{p}" for h, p in self._cluster.nodes)
         self._location = pool.location
-        self._conn_kwargs = {k: v for k, v in pool.connection_kwargs.items()
-                             if k != "processing_budget"}
+        self._conn_kwargs = dict(pool.connection_kwargs)  # RespConnection takes its own
 
         s = settings
         self._size = s.history_size
@@ -235,7 +234,7 @@ class RedisBackplane(Reader, Presence, Backplane):
     def _resp_connection(self, role: str, location: Any = None) -> RespConnection:
         """A new (not yet running) connection to the configured Redis (or `location`)."""
         return RespConnection(location or self._location, **self._conn_kwargs,
-                                 client_name=f"roomcast-{role}:{self._client_name}")
+                              client_name=f"roomcast-{role}:{self._client_name}")
 
     async def _session(self, sink: Sink) -> None:
         """One life of the connections (pub/sub and commands, to each primary): subscribe

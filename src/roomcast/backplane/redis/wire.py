@@ -80,7 +80,7 @@ class RespConnection:
                  username: str | None = None, password: str | None = None, db: int = 0,
                  ssl_context: ssl.SSLContext | None = None,
                  connect_timeout: float | None = None, stream_timeout: float | None = None,
-                 **_other: Any) -> None:
+                 **_other: Any) -> None:  # the rest of a coredis URL: pool options
         self.location = location
         self.client_name = client_name
         self._username = username
@@ -129,7 +129,7 @@ class RespConnection:
     async def _open(self, task_status: trio.TaskStatus[None]) -> None:
         try:
             await self._connect()
-        except (OSError, trio.TooSlowError, ssl.SSLError, trio.BrokenResourceError) as exc:
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:  # SSLError too
             self._fail(RedisConnectionError(
                 f"cannot connect to Redis at {self.location}: {exc or 'timed out'}"))
             return
