@@ -24,7 +24,7 @@ import pytest
 import trio
 
 from roomcast.router import Router
-from tests.cluster.rediscluster import RedisCluster, running_cluster
+from tests.cluster.rediscluster import RedisCluster, ping, running_cluster
 from tests.cluster.sentinels import SentinelSet
 from tests.cluster.sentinels import command as sentinel_command
 from tests.support import WAIT, ServerProcess, free_port, running_server
@@ -62,12 +62,7 @@ class RedisServer:
             time.sleep(0.02)
 
     def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return ping(self.port)
 
     def command(self, *args: str) -> bytes:
         """Send one command (inline form) and return the raw reply, for test set-ups."""

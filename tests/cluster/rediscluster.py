@@ -108,6 +108,16 @@ def call(port: int, *args: str) -> Any:
     return _exchange(port, args)[0]
 
 
+def ping(port: int) -> bool:
+    """Whether a redis-server answers PING on 127.0.0.1:`port` now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def _info(port: int, *section: str) -> dict[str, str]:
     text = call(port, "INFO", *section) if section else call(port, "CLUSTER", "INFO")
     fields = {}
@@ -168,12 +178,7 @@ class Node:
                                         stderr=subprocess.DEVNULL)
 
     def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return ping(self.port)
 
     @property
     def alive(self) -> bool:
