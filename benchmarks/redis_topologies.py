@@ -20,15 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from benchmarks.servers import free_port
+
 KINDS = ("single", "sentinel", "cluster")
 CLUSTER_BUS_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _bindable(port: int) -> bool:
